@@ -62,8 +62,9 @@ if [ "$status" != 0 ]; then
 	log "go build failed (exit $status)"
 	exit "$status"
 fi
-# The etcd main package is the root of go.etcd.io/etcd/server/v3, so go build names it v3.
-[ -x "$bin/v3" ] && mv "$bin/v3" "$bin/etcd"
+# The etcd main package is the root of go.etcd.io/etcd/server/v3, and go build
+# names a binary after the import path less its major-version suffix: "server".
+mv -f "$bin/server" "$bin/etcd"
 for b in "${bins[@]}"; do [ -x "$bin/$b" ] || { log "missing $bin/$b after build"; exit 1; }; done
 touch "$bin/.complete"
 log "built in $(($(date +%s) - start)) s"
