@@ -1,0 +1,17 @@
+package volume
+
+import (
+	"context"
+
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
+)
+
+// Exporter is what the provisioner needs of the NFS server: the embedded
+// ganesha's export manager, or one reached over D-Bus when ganesha runs
+// elsewhere. Add and Remove are idempotent; Add of an ID that is live with
+// other content fails with an error wrapping ganesha.ErrConflict.
+type Exporter interface {
+	Add(ctx context.Context, e ganesha.Export) error
+	Remove(ctx context.Context, id uint16) error
+	List(ctx context.Context) ([]ganesha.Export, error)
+}

@@ -1,0 +1,337 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/record"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
+
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
+)
+
+// fakeExporter stands in for ganesha in these unit tests of the
+// provisioner's own logic; test/e2e proves the real thing.
+type fakeExporter struct {
+	mu      sync.Mutex
+	exports map[uint16]ganesha.Export
+	failAdd error
+}
+
+func newFakeExporter() *fakeExporter { return &fakeExporter{exports: map[uint16]ganesha.Export{}} }
+
+func (f *fakeExporter) Add(_ context.Context, e ganesha.Export) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failAdd != nil {
+		return f.failAdd
+	}
+	if old, ok := f.exports[e.ID]; ok && old.Path != e.Path {
+		return fmt.Errorf("export %d: %w", e.ID, ganesha.ErrConflict)
+	}
+	f.exports[e.ID] = e
+	return nil
+}
+
+func (f *fakeExporter) Remove(_ context.Context, id uint16) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.exports, id)
+	return nil
+}
+
+func (f *fakeExporter) List(context.Context) ([]ganesha.Export, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []ganesha.Export
+	for _, e := range f.exports {
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+type fixture struct {
+	p        *Provisioner
+	store    *Store
+	exporter *fakeExporter
+	client   *fake.Clientset
+	recorder *record.FakeRecorder
+}
+
+func newFixture(t *testing.T, maxExports int) *fixture {
+	t.Helper()
+	store := newTestStore(t)
+	f := &fixture{store: store, exporter: newFakeExporter(), client: fake.NewSimpleClientset(), recorder: record.NewFakeRecorder(100)}
+	p, err := New(Options{Name: "example.com/nfs", Identity: "store-1", Store: store, Exporter: f.exporter,
+		Server: "10.0.0.7", MaxExports: maxExports, Client: f.client, Recorder: f.recorder,
+		Clock: clocktesting.NewFakePassiveClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.p = p
+	return f
+}
+
+func claimOptions(ns, name, size string, params map[string]string) controller.ProvisionOptions {
+	uid := types.UID(fmt.Sprintf("uid-%s-%s", ns, name))
+	return controller.ProvisionOptions{
+		PVName: "pvc-" + string(uid),
+		PVC: &v1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: uid},
+			Spec: v1.PersistentVolumeClaimSpec{
+				AccessModes: []v1.PersistentVolumeAccessMode{v1.ReadWriteOncePod},
+				Resources:   v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse(size)}},
+			},
+		},
+		StorageClass: &storagev1.StorageClass{
+			ObjectMeta:   metav1.ObjectMeta{Name: "nfs"},
+			Provisioner:  "example.com/nfs",
+			Parameters:   params,
+			MountOptions: []string{"vers=4.1", "hard"},
+		},
+	}
+}
+
+// leftovers lists what is in the store besides the state directory.
+func (f *fixture) leftovers(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir(f.store.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestProvisionAndDelete(t *testing.T) {
+	ctx := context.Background()
+	for _, mode := range []OnDelete{OnDeleteDelete, OnDeleteRetain, OnDeleteArchive} {
+		t.Run(string(mode), func(t *testing.T) {
+			f := newFixture(t, -1)
+			opts := claimOptions("db", "data-0", "1Gi", map[string]string{"gid": "999", "onDelete": string(mode), "mountOptions": "hard,noatime"})
+			pv, state, err := f.p.Provision(ctx, opts)
+			if err != nil || state != controller.ProvisioningFinished {
+				t.Fatalf("Provision: %v %v", state, err)
+			}
+			dir := pv.Annotations[AnnDirectory]
+			if pv.Spec.NFS.Server != "10.0.0.7" || pv.Spec.NFS.Path != "/"+dir {
+				t.Errorf("NFS source %+v", pv.Spec.NFS)
+			}
+			if pv.Annotations[AnnVolumeGID] != "999" || pv.Annotations[AnnOnDelete] != string(mode) {
+				t.Errorf("annotations %v", pv.Annotations)
+			}
+			if got := strings.Join(pv.Spec.MountOptions, ","); got != "vers=4.1,hard,noatime" {
+				t.Errorf("mount options %s", got)
+			}
+			if pv.Spec.PersistentVolumeReclaimPolicy != v1.PersistentVolumeReclaimDelete || pv.Spec.AccessModes[0] != v1.ReadWriteOncePod {
+				t.Errorf("reclaim %s modes %v", pv.Spec.PersistentVolumeReclaimPolicy, pv.Spec.AccessModes)
+			}
+			if len(f.exporter.exports) != 1 {
+				t.Fatalf("exports %v", f.exporter.exports)
+			}
+			// The library may call Provision again: same directory, same export.
+			again, _, err := f.p.Provision(ctx, opts)
+			if err != nil || again.Annotations[AnnExportID] != pv.Annotations[AnnExportID] || again.Annotations[AnnDirectory] != dir {
+				t.Fatalf("second Provision: %v %v", again.Annotations, err)
+			}
+			if err := f.p.Delete(ctx, pv); err != nil {
+				t.Fatal(err)
+			}
+			if len(f.exporter.exports) != 0 {
+				t.Fatalf("export left after Delete: %v", f.exporter.exports)
+			}
+			left := strings.Join(f.leftovers(t), " ")
+			switch mode {
+			case OnDeleteDelete:
+				if left != "" {
+					t.Errorf("left %q", left)
+				}
+			case OnDeleteRetain:
+				if left != dir {
+					t.Errorf("left %q, want %q", left, dir)
+				}
+			case OnDeleteArchive:
+				if left != archivePrefix+dir {
+					t.Errorf("left %q, want the archive", left)
+				}
+			}
+			if err := f.p.Delete(ctx, pv); err != nil {
+				t.Fatalf("second Delete: %v", err)
+			}
+		})
+	}
+}
+
+func TestProvisionBadInputLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	block := v1.PersistentVolumeBlock
+	tests := []struct {
+		name   string
+		modify func(*controller.ProvisionOptions)
+		want   string
+	}{
+		{"unknown parameter", func(o *controller.ProvisionOptions) { o.StorageClass.Parameters = map[string]string{"size": "1"} }, "unknown StorageClass parameter"},
+		{"bad uid", func(o *controller.ProvisionOptions) { o.StorageClass.Parameters = map[string]string{"uid": "x"} }, "uid"},
+		{"bad mode", func(o *controller.ProvisionOptions) { o.StorageClass.Parameters = map[string]string{"mode": "999"} }, "mode"},
+		{"bad rootSquash", func(o *controller.ProvisionOptions) { o.StorageClass.Parameters = map[string]string{"rootSquash": "maybe"} }, "rootSquash"},
+		{"block", func(o *controller.ProvisionOptions) { o.PVC.Spec.VolumeMode = &block }, "volumeMode Block"},
+		{"selector", func(o *controller.ProvisionOptions) { o.PVC.Spec.Selector = &metav1.LabelSelector{} }, "selector"},
+		{"data source", func(o *controller.ProvisionOptions) {
+			o.PVC.Spec.DataSource = &v1.TypedLocalObjectReference{Kind: "PersistentVolumeClaim", Name: "src"}
+		}, "dataSource"},
+		{"too big", func(o *controller.ProvisionOptions) {
+			o.PVC.Spec.Resources.Requests[v1.ResourceStorage] = resource.MustParse("100Ei")
+		}, "free in the export dir"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, -1)
+			opts := claimOptions("ns", "c", "1Mi", nil)
+			tc.modify(&opts)
+			_, _, err := f.p.Provision(ctx, opts)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one naming %q", err, tc.want)
+			}
+			if left := f.leftovers(t); len(left) != 0 || len(f.exporter.exports) != 0 {
+				t.Fatalf("left directories %v and exports %v", left, f.exporter.exports)
+			}
+		})
+	}
+}
+
+func TestProvisionRollsBackFailedExport(t *testing.T) {
+	f := newFixture(t, -1)
+	f.exporter.failAdd = errors.New("dbus is down")
+	_, _, err := f.p.Provision(context.Background(), claimOptions("ns", "c", "1Mi", nil))
+	if err == nil || !strings.Contains(err.Error(), "dbus is down") {
+		t.Fatalf("error %v", err)
+	}
+	if left := f.leftovers(t); len(left) != 0 {
+		t.Fatalf("directory left behind: %v", left)
+	}
+	if f.p.reg.count() != 0 {
+		t.Fatal("export ID still reserved")
+	}
+}
+
+func TestMaxExports(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 1)
+	if _, _, err := f.p.Provision(ctx, claimOptions("ns", "a", "1Mi", nil)); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := f.p.Provision(ctx, claimOptions("ns", "b", "1Mi", nil))
+	if err == nil || !strings.Contains(err.Error(), "-max-exports") {
+		t.Fatalf("error %v", err)
+	}
+	// The one volume already made can still be provisioned again.
+	if _, _, err := f.p.Provision(ctx, claimOptions("ns", "a", "1Mi", nil)); err != nil {
+		t.Fatalf("repeat of an existing volume: %v", err)
+	}
+}
+
+func TestDeleteIgnoresOtherStores(t *testing.T) {
+	f := newFixture(t, -1)
+	pv := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv", Annotations: map[string]string{AnnIdentity: "other", AnnExportID: "1", AnnDirectory: "x"}}}
+	var ignored *controller.IgnoredError
+	if err := f.p.Delete(context.Background(), pv); !errors.As(err, &ignored) {
+		t.Fatalf("Delete of another store's PV: %v, want IgnoredError", err)
+	}
+	// A tampered directory annotation never reaches the filesystem.
+	pv.Annotations[AnnIdentity] = "store-1"
+	pv.Annotations[AnnDirectory] = "../../etc"
+	if err := f.p.Delete(context.Background(), pv); err == nil || !strings.Contains(err.Error(), "annotation "+AnnDirectory) {
+		t.Fatalf("Delete with a path annotation: %v", err)
+	}
+}
+
+func TestReconcile(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, -1)
+	mk := func(name, dir string, id int, age time.Duration) {
+		if _, err := f.store.Create(dir, 0, 0, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		pv := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(time.Now().Add(-age)),
+			Annotations: map[string]string{AnnIdentity: "store-1", AnnExportID: fmt.Sprint(id), AnnDirectory: dir}}}
+		if _, err := f.client.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("old", "dir-old", 5, time.Hour)
+	mk("young", "dir-young", 5, time.Minute) // duplicate ID: young must move
+	mk("served", "dir-served", 9, time.Hour)
+	served, _ := f.store.Path("dir-served")
+	f.exporter.exports[9] = ganesha.Export{ID: 9, Path: served}
+	f.exporter.exports[77] = ganesha.Export{ID: 77, Path: "/elsewhere"} // stray
+	// A PV of another store, whose directory must not be touched.
+	if _, err := f.client.CoreV1().PersistentVolumes().Create(ctx, &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "foreign",
+		Annotations: map[string]string{AnnIdentity: "other", AnnExportID: "5", AnnDirectory: "dir-old"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Orphans: an empty one (a provision that died) and one with data.
+	if _, err := f.store.Create("orphan-empty", 0, 0, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Create("orphan-data", 0, 0, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.store.Root(), "orphan-data", "f"), []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	f.p.reg = newRegistry() // as after a restart
+	res, err := f.p.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ReconcileResult{Volumes: 3, Reexported: 2, StrayExports: 1, DuplicateIDs: 1, RemovedOrphans: 1, ArchivedOrphans: 1, AlreadyExported: 1}
+	if res != want {
+		t.Fatalf("result %+v, want %+v", res, want)
+	}
+	young, _ := f.client.CoreV1().PersistentVolumes().Get(ctx, "young", metav1.GetOptions{})
+	if young.Annotations[AnnExportID] == "5" {
+		t.Fatal("the younger duplicate kept export ID 5")
+	}
+	if len(f.exporter.exports) != 3 {
+		t.Fatalf("exports after reconcile: %v", f.exporter.exports)
+	}
+	ids := map[uint16]bool{}
+	for id := range f.exporter.exports {
+		ids[id] = true
+	}
+	if !ids[5] || !ids[9] || ids[77] {
+		t.Fatalf("export IDs %v", ids)
+	}
+	if data, err := os.ReadFile(filepath.Join(f.store.Root(), "archived-orphan-data", "f")); err != nil || string(data) != "keep me" {
+		t.Fatalf("orphan with data was not archived: %v", err)
+	}
+	select {
+	case ev := <-f.recorder.Events:
+		if !strings.Contains(ev, ReasonDuplicateExportID) {
+			t.Fatalf("event %q", ev)
+		}
+	default:
+		t.Fatal("no event about the duplicate export ID")
+	}
+}

@@ -1,0 +1,109 @@
+package volume
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func newTestStore(t *testing.T) *Store {
+	t.Helper()
+	s, err := NewStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestStoreCreate(t *testing.T) {
+	s := newTestStore(t)
+	created, err := s.Create("vol", 1234, 5678, 0o2770|0)
+	if err != nil || !created {
+		t.Fatalf("Create: created=%v err=%v", created, err)
+	}
+	fi, err := os.Stat(filepath.Join(s.Root(), "vol"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Uid != 1234 || st.Gid != 5678 {
+		t.Errorf("owner %d:%d, want 1234:5678", st.Uid, st.Gid)
+	}
+	if fi.Mode().Perm() != 0o770 {
+		t.Errorf("mode %v, want 0770 despite the umask", fi.Mode())
+	}
+	created, err = s.Create("vol", 0, 0, 0o777)
+	if err != nil || created {
+		t.Fatalf("second Create: created=%v err=%v, want reuse", created, err)
+	}
+}
+
+func TestStoreRefusesEscapes(t *testing.T) {
+	s := newTestStore(t)
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(s.Root(), "link")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create("link", 0, 0, 0o777); err == nil || !strings.Contains(err.Error(), "outside the export dir") {
+		t.Fatalf("Create through a symlink: %v", err)
+	}
+	if err := s.Remove("link"); err == nil {
+		t.Fatal("Remove followed a symlink out of the store")
+	}
+	for _, bad := range []string{"../x", ".state", "a/b", ""} {
+		if _, err := s.Create(bad, 0, 0, 0o777); err == nil {
+			t.Errorf("Create(%q) accepted", bad)
+		}
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Fatalf("something was made outside the store: %v", entries)
+	}
+}
+
+func TestStoreRemoveArchive(t *testing.T) {
+	s := newTestStore(t)
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	for _, name := range []string{"a", "b", "c"} {
+		if _, err := s.Create(name, 0, 0, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(s.Root(), name, "data"), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Remove("a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove("a"); err != nil {
+		t.Fatalf("second Remove: %v", err)
+	}
+	got, err := s.Archive("b", now)
+	if err != nil || got != "archived-b" {
+		t.Fatalf("Archive: %q %v", got, err)
+	}
+	// A second archive of the same name keeps both.
+	if _, err := s.Create("b", 0, 0, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.Archive("b", now)
+	if err != nil || !strings.HasPrefix(got, "archived-b-2026") {
+		t.Fatalf("second Archive: %q %v", got, err)
+	}
+	if data, err := os.ReadFile(filepath.Join(s.Root(), "archived-b", "data")); err != nil || string(data) != "b" {
+		t.Fatalf("first archive lost: %q %v", data, err)
+	}
+	dirs, err := s.VolumeDirectories()
+	if err != nil || len(dirs) != 1 || dirs[0] != "c" {
+		t.Fatalf("VolumeDirectories = %v %v, want [c]", dirs, err)
+	}
+	if empty, _ := s.IsEmpty("c"); empty {
+		t.Fatal("c is not empty")
+	}
+	free, err := s.Free()
+	if err != nil || free == 0 {
+		t.Fatalf("Free = %d %v", free, err)
+	}
+}
