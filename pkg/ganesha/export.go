@@ -1,0 +1,164 @@
+package ganesha
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// AccessType is the access a client gets to an export.
+type AccessType string
+
+// Squash is the ganesha Squash mode of an export.
+type Squash string
+
+const (
+	AccessRW AccessType = "RW"
+	AccessRO AccessType = "RO"
+
+	NoRootSquash Squash = "no_root_squash"
+	RootSquash   Squash = "root_squash"
+	AllSquash    Squash = "all_squash"
+)
+
+// ErrConflict is wrapped by errors about an export that clashes with an
+// active one (same ID with other content, or same Pseudo path).
+var ErrConflict = errors.New("export conflict")
+
+// ErrInvalid is wrapped by every validation error, so callers can tell bad
+// input (never retried) from a failing server (retried).
+var ErrInvalid = errors.New("invalid export")
+
+// Export is one NFS export of a directory.
+type Export struct {
+	ID        uint16     // Export_Id, 1..65535
+	Path      string     // absolute directory on the server
+	Pseudo    string     // NFSv4 pseudo path; also the NFSv3 mount path (mount_path_pseudo = true)
+	Access    AccessType // AccessRW (default when empty) or AccessRO
+	Squash    Squash     // default RootSquash when empty
+	Clients   []string   // rendered as a CLIENT block; empty or ["*"] means everyone
+	SecType   []string   // default ["sys"]
+	Protocols []int      // empty: the server's protocols (EXPORT_DEFAULTS)
+}
+
+// filesystemIDMajor is the fixed major half of every Filesystem_Id we render.
+// The minor half is the export ID, so the fsid is unique per export, the same
+// on every node (never derived from a device number), and can never equal the
+// automatic pseudo root's 152.152.
+const filesystemIDMajor = 100
+
+// FilesystemID is the Filesystem_Id rendered for this export.
+func (e Export) FilesystemID() string {
+	return fmt.Sprintf("%d.%d", filesystemIDMajor, e.ID)
+}
+
+// Normalized returns e with defaults filled in, the form that is rendered,
+// stored and compared.
+func (e Export) Normalized() Export {
+	n := e
+	if n.Access == "" {
+		n.Access = AccessRW
+	}
+	if n.Squash == "" {
+		n.Squash = RootSquash
+	}
+	if len(n.Clients) == 0 || (len(n.Clients) == 1 && n.Clients[0] == "*") {
+		n.Clients = nil
+	} else {
+		n.Clients = slices.Clone(n.Clients)
+	}
+	if len(n.SecType) == 0 {
+		n.SecType = []string{"sys"}
+	} else {
+		n.SecType = slices.Clone(n.SecType)
+	}
+	if len(n.Protocols) == 0 {
+		n.Protocols = nil
+	} else {
+		n.Protocols = slices.Clone(n.Protocols)
+	}
+	return n
+}
+
+// Validate checks every field against what can be rendered safely. The
+// error wraps ErrInvalid and names the export and the offending field.
+func (e Export) Validate() error {
+	n := e.Normalized()
+	var errs []error
+	if n.ID == 0 {
+		errs = append(errs, errors.New("Export_Id 0 is the pseudo root; use 1..65535"))
+	}
+	if err := validateDir("path", n.Path); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateDir("pseudo", n.Pseudo); err != nil {
+		errs = append(errs, err)
+	} else if n.Pseudo == "/" {
+		errs = append(errs, errors.New(`pseudo "/" is the pseudo root`))
+	}
+	if n.Access != AccessRW && n.Access != AccessRO {
+		errs = append(errs, fmt.Errorf("access %q: want RW or RO", n.Access))
+	}
+	switch n.Squash {
+	case NoRootSquash, RootSquash, AllSquash:
+	default:
+		errs = append(errs, fmt.Errorf("squash %q: want %s, %s or %s", n.Squash, NoRootSquash, RootSquash, AllSquash))
+	}
+	for _, c := range n.Clients {
+		if err := validateClient(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := validateSecTypes(n.SecType); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateProtocols(n.Protocols); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w %d %q: %w", ErrInvalid, e.ID, e.Path, errors.Join(errs...))
+	}
+	return nil
+}
+
+// Equal reports whether a and b describe the same export once defaults are
+// applied. Order of Clients/SecType/Protocols matters not.
+func (e Export) Equal(o Export) bool {
+	a, b := e.Normalized(), o.Normalized()
+	return a.ID == b.ID && a.Path == b.Path && a.Pseudo == b.Pseudo &&
+		a.Access == b.Access && a.Squash == b.Squash &&
+		sameSet(a.Clients, b.Clients) && sameSet(a.SecType, b.SecType) && sameSet(a.Protocols, b.Protocols)
+}
+
+// String is short and meant for errors and logs.
+func (e Export) String() string {
+	n := e.Normalized()
+	var b strings.Builder
+	fmt.Fprintf(&b, "export %d %s as %s (%s, %s", n.ID, n.Path, n.Pseudo, n.Access, n.Squash)
+	if len(n.Clients) > 0 {
+		fmt.Fprintf(&b, ", clients %s", strings.Join(n.Clients, ","))
+	}
+	if len(n.Protocols) > 0 {
+		fmt.Fprintf(&b, ", protocols %v", n.Protocols)
+	}
+	fmt.Fprintf(&b, ", sec %s)", strings.Join(n.SecType, ","))
+	return b.String()
+}
+
+func sameSet[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			return false
+		}
+	}
+	return true
+}

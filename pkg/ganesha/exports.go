@@ -1,0 +1,308 @@
+package ganesha
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+
+	"k8s.io/klog/v2"
+)
+
+// ExportManager adds, removes and lists ganesha exports. Every export is a
+// file exports/<id>.conf, listed in exports.conf, which the main config
+// %includes; so a restarted ganesha serves every export before the first
+// D-Bus call. Methods are safe for concurrent use.
+type ExportManager struct {
+	bus          exportBus
+	dir          string // exports/
+	includesFile string // exports.conf
+
+	closeBus func() error // set when the manager owns its bus connection
+
+	mu    sync.Mutex
+	known map[uint16]Export // contents of exports/<id>.conf
+}
+
+// Close releases the D-Bus connection of a manager made by
+// ConnectExportManager; for a Server's manager it does nothing.
+func (m *ExportManager) Close() error {
+	if m.closeBus == nil {
+		return nil
+	}
+	return m.closeBus()
+}
+
+var exportFileRE = regexp.MustCompile(`^([0-9]{1,5})\.conf$`)
+
+// ConnectExportManager manages the exports of a ganesha that runs elsewhere
+// (-run-server=false) but shares stateDir: only D-Bus calls and export files.
+// busAddress is a D-Bus address such as "unix:path=/state/run/dbus.sock".
+func ConnectExportManager(busAddress, stateDir string) (*ExportManager, error) {
+	if busAddress == "" {
+		return nil, errors.New("connect export manager: empty D-Bus address")
+	}
+	if !filepath.IsAbs(stateDir) {
+		return nil, fmt.Errorf("connect export manager: state dir %q is not absolute", stateDir)
+	}
+	bus := newBusClient(busAddress)
+	if _, err := bus.connection(); err != nil {
+		return nil, fmt.Errorf("connect export manager: %w", err)
+	}
+	m, err := newExportManager(bus, stateDir)
+	if err != nil {
+		bus.Close()
+		return nil, err
+	}
+	m.closeBus = bus.Close
+	return m, nil
+}
+
+// newExportManager loads the export files already in stateDir/exports.
+func newExportManager(bus exportBus, stateDir string) (*ExportManager, error) {
+	m := &ExportManager{
+		bus:          bus,
+		dir:          filepath.Join(stateDir, "exports"),
+		includesFile: filepath.Join(stateDir, "exports.conf"),
+		known:        map[uint16]Export{},
+	}
+	if err := os.MkdirAll(m.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("export manager: %w", err)
+	}
+	if err := m.load(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *ExportManager) fileOf(id uint16) string {
+	return filepath.Join(m.dir, strconv.Itoa(int(id))+".conf")
+}
+
+// load reads every export file. A file that does not parse is left alone
+// (and not included), so one damaged file cannot hide the others.
+func (m *ExportManager) load() error {
+	entries, err := os.ReadDir(m.dir)
+	if err != nil {
+		return fmt.Errorf("read exports dir: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, de := range entries {
+		match := exportFileRE.FindStringSubmatch(de.Name())
+		if match == nil || !de.Type().IsRegular() {
+			continue
+		}
+		p := filepath.Join(m.dir, de.Name())
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("read export file: %w", err)
+		}
+		e, err := exportFromConfig(data)
+		if err != nil {
+			klog.ErrorS(err, "Ignoring export file that does not parse", "file", p)
+			continue
+		}
+		if strconv.Itoa(int(e.ID)) != match[1] {
+			klog.ErrorS(nil, "Ignoring export file whose name does not match its Export_Id", "file", p, "exportID", e.ID)
+			continue
+		}
+		m.known[e.ID] = e
+	}
+	return m.writeIncludesLocked()
+}
+
+// writeIncludes rewrites exports.conf from the known export files.
+func (m *ExportManager) writeIncludes() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.writeIncludesLocked()
+}
+
+func (m *ExportManager) writeIncludesLocked() error {
+	ids := slices.Sorted(maps.Keys(m.known))
+	files := make([]string, len(ids))
+	for i, id := range ids {
+		files[i] = m.fileOf(id)
+	}
+	// Derived from the export files, so not fsynced: a torn write after a
+	// power loss is repaired on the next start (load rewrites it).
+	return writeFileAtomic(m.includesFile, renderIncludes(files), 0o644, false)
+}
+
+// Add makes e an active export and persists it.
+//
+// Idempotent: if an identical export with e.ID is already active, Add
+// returns nil. If e.ID is active with other content, or another active
+// export has the same Pseudo path, the error wraps ErrConflict and names
+// both. Invalid input returns an error wrapping ErrInvalid and leaves no file
+// behind.
+func (m *ExportManager) Add(ctx context.Context, e Export) error {
+	logger := klog.FromContext(ctx)
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	e = e.Normalized()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+
+	if err := m.checkPseudoLocked(ctx, e); err != nil {
+		return err
+	}
+
+	// ganesha parses the file during AddExport; it becomes <id>.conf only
+	// if ganesha accepted it, so a rejected export leaves nothing behind.
+	tmp, err := os.CreateTemp(m.dir, fmt.Sprintf(".%d.conf.new-*", e.ID))
+	if err != nil {
+		return fmt.Errorf("export %d %s: %w", e.ID, e.Path, err)
+	}
+	tmpName := tmp.Name()
+	keep := false
+	defer func() {
+		if !keep {
+			os.Remove(tmpName)
+		}
+	}()
+	_, werr := tmp.Write(renderExport(e))
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return fmt.Errorf("export %d %s: write config: %w", e.ID, e.Path, werr)
+	}
+
+	err = m.bus.AddExport(ctx, tmpName, e.ID)
+	switch {
+	case errors.Is(err, errExportActive):
+		return m.compareActiveLocked(ctx, e)
+	case err != nil:
+		return fmt.Errorf("export %d %s: %w", e.ID, e.Path, err)
+	}
+
+	final := m.fileOf(e.ID)
+	if err := os.Rename(tmpName, final); err != nil {
+		m.rollback(ctx, e.ID)
+		return fmt.Errorf("export %d %s: %w", e.ID, e.Path, err)
+	}
+	keep = true
+	m.known[e.ID] = e
+	if err := m.writeIncludesLocked(); err != nil {
+		delete(m.known, e.ID)
+		os.Remove(final)
+		m.rollback(ctx, e.ID)
+		return fmt.Errorf("export %d %s: %w", e.ID, e.Path, err)
+	}
+	logger.V(2).Info("Export added", "exportID", e.ID, "path", e.Path, "pseudo", e.Pseudo)
+	return nil
+}
+
+// rollback undoes an AddExport whose file could not be kept, so that ganesha
+// and the files on disk agree.
+func (m *ExportManager) rollback(ctx context.Context, id uint16) {
+	if err := m.bus.RemoveExport(ctx, id); err != nil && !errors.Is(err, errExportNotFound) {
+		klog.FromContext(ctx).Error(err, "Rollback of AddExport failed", "exportID", id)
+	}
+}
+
+// compareActiveLocked decides an Add whose ID ganesha already serves.
+func (m *ExportManager) compareActiveLocked(ctx context.Context, e Export) error {
+	if old, ok := m.known[e.ID]; ok {
+		if old.Equal(e) {
+			return nil
+		}
+		return fmt.Errorf("export %d: %w: requested %s, active %s", e.ID, ErrConflict, e, old)
+	}
+	// Active but with no file of ours: only ganesha knows what it is.
+	active, err := m.bus.ShowExports(ctx)
+	if err != nil {
+		return fmt.Errorf("export %d: %w: requested %s, active with unknown content (%v)", e.ID, ErrConflict, e, err)
+	}
+	for _, a := range active {
+		if a.ID == e.ID {
+			return fmt.Errorf("export %d: %w: requested %s, active export %d %s not managed by this state dir", e.ID, ErrConflict, e, a.ID, a.Path)
+		}
+	}
+	return fmt.Errorf("export %d: %w: requested %s, ganesha reports it active", e.ID, ErrConflict, e)
+}
+
+// checkPseudoLocked refuses a Pseudo path that another active export uses;
+// ganesha would accept the second and shadow one of them.
+func (m *ExportManager) checkPseudoLocked(ctx context.Context, e Export) error {
+	var clash *Export
+	for id, k := range m.known {
+		if id != e.ID && k.Pseudo == e.Pseudo {
+			clash = &k
+			break
+		}
+	}
+	if clash == nil {
+		return nil
+	}
+	active, err := m.bus.ShowExports(ctx)
+	if err != nil {
+		return fmt.Errorf("export %d: check pseudo %s: %w", e.ID, e.Pseudo, err)
+	}
+	for _, a := range active {
+		if a.ID == clash.ID {
+			return fmt.Errorf("export %d: %w: pseudo %s of requested %s is used by active %s", e.ID, ErrConflict, e.Pseudo, e, *clash)
+		}
+	}
+	return nil
+}
+
+// Remove withdraws export id and deletes its file. Removing an export that
+// is not active succeeds (and still deletes a leftover file).
+func (m *ExportManager) Remove(ctx context.Context, id uint16) error {
+	if id == 0 {
+		return fmt.Errorf("export 0: %w: the pseudo root cannot be removed", ErrInvalid)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// D-Bus first: if it fails, the file stays and a retry finds the same state.
+	if err := m.bus.RemoveExport(ctx, id); err != nil && !errors.Is(err, errExportNotFound) {
+		return fmt.Errorf("export %d: %w", id, err)
+	}
+	if err := os.Remove(m.fileOf(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("export %d: %w", id, err)
+	}
+	delete(m.known, id)
+	if err := m.writeIncludesLocked(); err != nil {
+		return fmt.Errorf("export %d: %w", id, err)
+	}
+	klog.FromContext(ctx).V(2).Info("Export removed", "exportID", id)
+	return nil
+}
+
+// List returns the exports ganesha serves now, sorted by ID, without the
+// pseudo root. Fields come from the export file when there is one; otherwise
+// only ID and Path are set.
+func (m *ExportManager) List(ctx context.Context) ([]Export, error) {
+	active, err := m.bus.ShowExports(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list exports: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]Export, 0, len(active))
+	for _, a := range active {
+		if a.ID == 0 {
+			continue
+		}
+		if k, ok := m.known[a.ID]; ok {
+			out = append(out, k)
+			continue
+		}
+		out = append(out, Export{ID: a.ID, Path: a.Path})
+	}
+	slices.SortFunc(out, func(a, b Export) int { return int(a.ID) - int(b.ID) })
+	return out, nil
+}
