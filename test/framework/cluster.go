@@ -121,7 +121,7 @@ func start(ctx context.Context, binDir, tempDir string) (_ *Cluster, err error) 
 			return nil, err
 		}
 	}
-	ports, err := freePorts(4)
+	ports, err := FreePorts(4)
 	if err != nil {
 		return nil, err
 	}

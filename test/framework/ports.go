@@ -5,11 +5,11 @@ import (
 	"net"
 )
 
-// freePorts asks the kernel for n distinct free ports on 127.0.0.1. All
+// FreePorts asks the kernel for n distinct free ports on 127.0.0.1. All
 // listeners stay open until every port is chosen, so the n ports differ; a
 // stranger may still take one before the component binds it, which Start
 // detects and answers with a retry on new ports.
-func freePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")

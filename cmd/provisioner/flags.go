@@ -1,0 +1,129 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// options are the command-line flags. The first group keeps the names,
+// meanings and defaults of the upstream nfs-provisioner image, so that
+// Kubernetes' storage e2e suite can start this binary in its place.
+type options struct {
+	provisioner      string
+	kubeconfig       string
+	master           string
+	runServer        bool
+	gracePeriod      int
+	serverHostname   string
+	exportSubnet     string
+	maxExports       int
+	leaderElect      bool
+	deviceBasedFSIDs bool
+	enableXFSQuota   bool
+
+	exportDir     string
+	nfsPort       int
+	mountdPort    int
+	nfsVersions   string
+	bindAddress   string
+	kubeAPIQPS    float64
+	kubeAPIBurst  int
+	httpAddress   string
+	threads       int
+	useNFSv3      bool // derived from nfsVersions
+	exportClients []string
+}
+
+func (o *options) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.provisioner, "provisioner", "example.com/nfs", "Name of the provisioner; StorageClasses name it in their provisioner field.")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; only for running outside a cluster.")
+	fs.StringVar(&o.master, "master", "", "Kubernetes API server address; only for running outside a cluster.")
+	fs.BoolVar(&o.runServer, "run-server", true, "Start and supervise the embedded NFS-Ganesha. With false, ganesha is managed elsewhere and only its D-Bus export manager is used.")
+	fs.IntVar(&o.gracePeriod, "grace-period", 90, "NFSv4 grace period in seconds after a server start, 0 to 180; 0 skips the grace period.")
+	fs.StringVar(&o.serverHostname, "server-hostname", "", "NFS server address written into PVs. Default: the ClusterIP of Service $SERVICE_NAME in $POD_NAMESPACE, else $POD_IP.")
+	fs.StringVar(&o.exportSubnet, "export-subnet", "*", "Clients every export is restricted to: *, or a comma list of addresses, CIDRs or host names.")
+	fs.IntVar(&o.maxExports, "max-exports", -1, "Most volumes this provisioner makes; negative means no limit.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Take a coordination.k8s.io Lease in $POD_NAMESPACE before provisioning.")
+	fs.BoolVar(&o.deviceBasedFSIDs, "device-based-fsids", true, "Accepted for compatibility and ignored: exports always get stable, device-independent fsids, so file handles survive a move to another node.")
+	fs.BoolVar(&o.enableXFSQuota, "enable-xfs-quota", false, "Not supported yet; true fails at start-up.")
+
+	fs.StringVar(&o.exportDir, "export-dir", "/export", "The local store: volumes are directories in it, and the provisioner's state lives in its hidden "+".nfs-provisioner directory.")
+	fs.IntVar(&o.nfsPort, "nfs-port", 2049, "NFS port.")
+	fs.IntVar(&o.mountdPort, "mountd-port", 20048, "NFSv3 MOUNT protocol port.")
+	fs.StringVar(&o.nfsVersions, "nfs-versions", "3,4", "NFS versions served: 3,4 or 4. NFSv4 alone needs no rpcbind.")
+	fs.StringVar(&o.bindAddress, "bind-address", "", "Address ganesha listens on; default all.")
+	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 100, "Queries per second to the API server (client-go's default of 5 throttles a burst of claims).")
+	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 200, "Burst of queries to the API server.")
+	fs.StringVar(&o.httpAddress, "http-address", ":8080", "Address of /healthz and /readyz; empty turns them off.")
+	fs.IntVar(&o.threads, "worker-threads", 8, "Claims and volumes worked on at once.")
+}
+
+// validate checks the flags together and fills in the derived fields.
+func (o *options) validate() error {
+	if o.provisioner == "" {
+		return fmt.Errorf("-provisioner must not be empty")
+	}
+	if o.gracePeriod < 0 || o.gracePeriod > 180 {
+		return fmt.Errorf("-grace-period=%d: want 0 to 180 seconds", o.gracePeriod)
+	}
+	if o.enableXFSQuota {
+		return fmt.Errorf("-enable-xfs-quota=true is not supported yet: this provisioner does not enforce per-volume quotas; start without it")
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"-nfs-port", o.nfsPort}, {"-mountd-port", o.mountdPort}} {
+		if p.v < 1 || p.v > 65535 {
+			return fmt.Errorf("%s=%d: want a port from 1 to 65535", p.name, p.v)
+		}
+	}
+	if o.nfsPort == o.mountdPort {
+		return fmt.Errorf("-nfs-port and -mountd-port are both %d", o.nfsPort)
+	}
+	v3, err := parseVersions(o.nfsVersions)
+	if err != nil {
+		return err
+	}
+	o.useNFSv3 = v3
+	if o.exportDir == "" {
+		return fmt.Errorf("-export-dir must not be empty")
+	}
+	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst <= 0 {
+		return fmt.Errorf("-kube-api-qps and -kube-api-burst must be positive")
+	}
+	if o.threads < 1 {
+		return fmt.Errorf("-worker-threads=%d: want at least 1", o.threads)
+	}
+	o.exportClients = nil
+	for _, c := range strings.Split(o.exportSubnet, ",") {
+		if c = strings.TrimSpace(c); c != "" && c != "*" {
+			o.exportClients = append(o.exportClients, c)
+		}
+	}
+	return nil
+}
+
+// parseVersions reads -nfs-versions and reports whether NFSv3 is on. NFSv4
+// is always served: the e2e suite and the shipped StorageClass mount 4.1.
+func parseVersions(s string) (v3 bool, err error) {
+	v4 := false
+	for _, part := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(part))
+		switch {
+		case err != nil:
+			return false, fmt.Errorf("-nfs-versions=%q: %q is not a version number", s, part)
+		case n == 3:
+			v3 = true
+		case n == 4:
+			v4 = true
+		default:
+			return false, fmt.Errorf("-nfs-versions=%q: version %d is not served (want 3 and/or 4)", s, n)
+		}
+	}
+	if !v4 {
+		return false, fmt.Errorf("-nfs-versions=%q: NFSv4 cannot be turned off", s)
+	}
+	return v3, nil
+}

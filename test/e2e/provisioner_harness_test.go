@@ -1,0 +1,343 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
+	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
+)
+
+// provisionerBinary is built once per test binary from ./cmd/provisioner, so
+// the tests run exactly what ships.
+var provisionerBinary = sync.OnceValues(func() (string, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(root, "bin", "nfs-provisioner.e2e")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/provisioner")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build provisioner: %v\n%s", err, msg)
+	}
+	return out, nil
+})
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// provisionerConfig says how to run one provisioner in a test.
+type provisionerConfig struct {
+	Name        string            // -provisioner; default example.com/nfs-<namespace>
+	Namespace   string            // POD_NAMESPACE
+	ExportDir   string            // default a fresh temp dir
+	Kubeconfig  string            // default the cluster's admin kubeconfig
+	ExtraArgs   []string          // more flags
+	Env         map[string]string // more environment
+	NFSVersions string            // default 3,4
+	Wrap        []string          // a command the binary runs under, e.g. setpriv
+}
+
+// testProvisioner is one running provisioner with its embedded ganesha, on
+// loopback ports of its own.
+type testProvisioner struct {
+	t          testing.TB
+	cfg        provisionerConfig
+	NFSPort    int
+	MountPort  int
+	httpPort   int
+	proc       *framework.Process
+	logFile    string
+	generation int
+}
+
+func startProvisioner(t testing.TB, c *framework.Cluster, cfg provisionerConfig) *testProvisioner {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = "example.com/nfs-" + cfg.Namespace
+	}
+	if cfg.ExportDir == "" {
+		cfg.ExportDir = t.TempDir()
+	}
+	if cfg.Kubeconfig == "" {
+		cfg.Kubeconfig = c.Kubeconfig
+	}
+	if cfg.NFSVersions == "" {
+		cfg.NFSVersions = "3,4"
+	}
+	ports, err := framework.FreePorts(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &testProvisioner{t: t, cfg: cfg, NFSPort: ports[0], MountPort: ports[1], httpPort: ports[2]}
+	p.start()
+	t.Cleanup(func() { p.stop() })
+	return p
+}
+
+func (p *testProvisioner) args() []string {
+	args := []string{
+		"-provisioner=" + p.cfg.Name,
+		"-kubeconfig=" + p.cfg.Kubeconfig,
+		"-export-dir=" + p.cfg.ExportDir,
+		"-grace-period=0",
+		"-server-hostname=127.0.0.1",
+		"-bind-address=127.0.0.1",
+		"-nfs-port=" + strconv.Itoa(p.NFSPort),
+		"-mountd-port=" + strconv.Itoa(p.MountPort),
+		"-nfs-versions=" + p.cfg.NFSVersions,
+		"-http-address=127.0.0.1:" + strconv.Itoa(p.httpPort),
+	}
+	return append(args, p.cfg.ExtraArgs...)
+}
+
+// start runs the binary and waits until /readyz answers.
+func (p *testProvisioner) start() {
+	t := p.t
+	t.Helper()
+	bin, err := provisionerBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"POD_NAMESPACE=" + p.cfg.Namespace}
+	for k, v := range p.cfg.Env {
+		env = append(env, k+"="+v)
+	}
+	path, args := bin, p.args()
+	if len(p.cfg.Wrap) > 0 {
+		path, args = p.cfg.Wrap[0], append(append(p.cfg.Wrap[1:], bin), args...)
+	}
+	p.generation++
+	p.logFile = filepath.Join(t.TempDir(), fmt.Sprintf("provisioner-%d.log", p.generation))
+	p.proc, err = framework.Launch(framework.ProcessSpec{Name: "provisioner " + p.cfg.Name, Path: path, Args: args, Env: env, LogFile: p.logFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.waitReady()
+}
+
+func (p *testProvisioner) waitReady() {
+	t := p.t
+	t.Helper()
+	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", p.httpPort)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case <-p.proc.Exited():
+			t.Fatalf("provisioner exited during start-up: %v\n%s", p.proc.ExitErr(), p.proc.Tail(40))
+		default:
+		}
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("provisioner not ready after 60s (last: %v)\n%s", err, p.proc.Tail(40))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kill9 kills the provisioner with SIGKILL, as a crashed node would. Its
+// ganesha and dbus-daemon die with it (Pdeathsig) or are found stale and
+// replaced at the next start.
+func (p *testProvisioner) kill9() {
+	_ = syscall.Kill(p.proc.PID(), syscall.SIGKILL)
+	<-p.proc.Exited()
+}
+
+func (p *testProvisioner) restart() {
+	p.t.Helper()
+	p.start()
+}
+
+func (p *testProvisioner) stop() {
+	if p.proc == nil {
+		return
+	}
+	select {
+	case <-p.proc.Exited():
+	default:
+		if err := p.proc.Stop(framework.DefaultStopGrace); err != nil {
+			p.t.Errorf("stop provisioner: %v", err)
+		}
+	}
+	if p.t.Failed() {
+		p.t.Logf("last lines of %s:\n%s", p.logFile, p.proc.Tail(60))
+	}
+	if strings.Contains(p.log(), "forbidden") {
+		p.t.Logf("note: the provisioner's log mentions 'forbidden'")
+	}
+}
+
+func (p *testProvisioner) log() string {
+	data, _ := os.ReadFile(p.logFile)
+	return string(data)
+}
+
+// exports lists what ganesha serves now, over its private D-Bus.
+func (p *testProvisioner) exports(ctx context.Context) []ganesha.Export {
+	p.t.Helper()
+	m, err := ganesha.ConnectExportManager("unix:path="+filepath.Join(p.ganeshaDir(), "run", "dbus.sock"), p.ganeshaDir())
+	if err != nil {
+		p.t.Fatalf("connect to ganesha: %v", err)
+	}
+	defer m.Close()
+	list, err := m.List(ctx)
+	if err != nil {
+		p.t.Fatalf("list exports: %v", err)
+	}
+	return list
+}
+
+func (p *testProvisioner) ganeshaDir() string {
+	return filepath.Join(p.cfg.ExportDir, volume.StateDirName, "ganesha")
+}
+
+// volumeDirs lists the store's entries other than the state directory.
+func (p *testProvisioner) volumeDirs() []string {
+	p.t.Helper()
+	entries, err := os.ReadDir(p.cfg.ExportDir)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.Name() != volume.StateDirName {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
+// storageClass creates a StorageClass for provisioner name, deleted on cleanup.
+func storageClass(t testing.TB, c *framework.Cluster, name, provisioner string, params map[string]string, reclaim v1.PersistentVolumeReclaimPolicy) *storagev1.StorageClass {
+	t.Helper()
+	immediate := storagev1.VolumeBindingImmediate
+	sc := &storagev1.StorageClass{
+		ObjectMeta:        metav1.ObjectMeta{Name: name},
+		Provisioner:       provisioner,
+		Parameters:        params,
+		ReclaimPolicy:     &reclaim,
+		VolumeBindingMode: &immediate,
+		MountOptions:      []string{"vers=4.1"},
+	}
+	sc, err := c.Client.StorageV1().StorageClasses().Create(t.Context(), sc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.Client.StorageV1().StorageClasses().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return sc
+}
+
+func claim(ns, name, class, size string, modes ...v1.PersistentVolumeAccessMode) *v1.PersistentVolumeClaim {
+	if len(modes) == 0 {
+		modes = []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce}
+	}
+	return &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1.PersistentVolumeClaimSpec{
+			StorageClassName: &class,
+			AccessModes:      modes,
+			Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse(size)}},
+		},
+	}
+}
+
+func createClaim(t testing.TB, c *framework.Cluster, pvc *v1.PersistentVolumeClaim) *v1.PersistentVolumeClaim {
+	t.Helper()
+	pvc, err := c.Client.CoreV1().PersistentVolumeClaims(pvc.Namespace).Create(t.Context(), pvc, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pvc
+}
+
+// waitBound waits until the claim is Bound and returns its PV.
+func waitBound(t testing.TB, c *framework.Cluster, ns, name string) *v1.PersistentVolume {
+	t.Helper()
+	var pv *v1.PersistentVolume
+	framework.Eventually(t, 60*time.Second, "PVC "+ns+"/"+name+" Bound", func() (bool, error) {
+		pvc, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Get(t.Context(), name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil // a StatefulSet makes its claims a moment later
+		}
+		if err != nil || pvc.Status.Phase != v1.ClaimBound {
+			return false, err
+		}
+		pv, err = c.Client.CoreV1().PersistentVolumes().Get(t.Context(), pvc.Spec.VolumeName, metav1.GetOptions{})
+		return err == nil, err
+	})
+	return pv
+}
+
+// waitPVGone waits until PV name no longer exists.
+func waitPVGone(t testing.TB, c *framework.Cluster, name string) {
+	t.Helper()
+	framework.Eventually(t, 60*time.Second, "PV "+name+" deleted", func() (bool, error) {
+		_, err := c.Client.CoreV1().PersistentVolumes().Get(t.Context(), name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return false, err
+	})
+}
+
+// warningEvent waits for a Warning event on the claim whose message
+// contains want, and returns it.
+func warningEvent(t testing.TB, c *framework.Cluster, ns, claimName, want string) string {
+	t.Helper()
+	var msg string
+	framework.Eventually(t, 60*time.Second, fmt.Sprintf("a Warning event on %s/%s containing %q", ns, claimName, want), func() (bool, error) {
+		events, err := c.Client.CoreV1().Events(ns).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + claimName})
+		if err != nil {
+			return false, err
+		}
+		for _, e := range events.Items {
+			if e.Type == v1.EventTypeWarning && strings.Contains(e.Message, want) {
+				msg = e.Message
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return msg
+}
