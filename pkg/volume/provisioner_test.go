@@ -193,7 +193,9 @@ func TestProvisionBadInputLeavesNothing(t *testing.T) {
 		{"unknown parameter", func(o *controller.ProvisionOptions) { o.StorageClass.Parameters = map[string]string{"size": "1"} }, "unknown StorageClass parameter"},
 		{"bad uid", func(o *controller.ProvisionOptions) { o.StorageClass.Parameters = map[string]string{"uid": "x"} }, "uid"},
 		{"bad mode", func(o *controller.ProvisionOptions) { o.StorageClass.Parameters = map[string]string{"mode": "999"} }, "mode"},
-		{"bad rootSquash", func(o *controller.ProvisionOptions) { o.StorageClass.Parameters = map[string]string{"rootSquash": "maybe"} }, "rootSquash"},
+		{"bad rootSquash", func(o *controller.ProvisionOptions) {
+			o.StorageClass.Parameters = map[string]string{"rootSquash": "maybe"}
+		}, "rootSquash"},
 		{"block", func(o *controller.ProvisionOptions) { o.PVC.Spec.VolumeMode = &block }, "volumeMode Block"},
 		{"selector", func(o *controller.ProvisionOptions) { o.PVC.Spec.Selector = &metav1.LabelSelector{} }, "selector"},
 		{"data source", func(o *controller.ProvisionOptions) {
