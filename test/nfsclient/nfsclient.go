@@ -79,7 +79,9 @@ func (t Target) String() string {
 	return fmt.Sprintf("nfs v%d %s:%d%s uid %d", t.Version, t.Host, t.NFSPort, t.Pseudo, t.UID)
 }
 
-// WriteFile creates or truncates name in the export and writes data.
+// WriteFile writes data to name in the export. The Go client (NFSv3)
+// replaces an existing file; libnfs (nfs-cp) creates exclusively and fails
+// if name exists.
 func WriteFile(ctx context.Context, t Target, name string, data []byte) error {
 	if err := t.validate(); err != nil {
 		return err
