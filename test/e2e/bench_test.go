@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
+)
+
+// Targets (issue: the provisioner): 1000 claims Bound within 30 s, restart
+// with 1000 volumes served within 5 s, provisioner RSS at most 80 MB. They are
+// reported, never asserted: run `make bench`.
+
+func BenchmarkBurst100(b *testing.B)  { benchmarkBurst(b, 100) }
+func BenchmarkBurst1000(b *testing.B) { benchmarkBurst(b, 1000) }
+
+// benchmarkBurst creates n claims at once and reports the time until all are
+// Bound, the per-claim latency from create to Bound (p50, p99) and the
+// provisioner's RSS afterwards.
+func benchmarkBurst(b *testing.B, n int) {
+	c := framework.Shared(b)
+	for range b.N {
+		ns := c.Namespace(b)
+		p := startProvisioner(b, c, provisionerConfig{Namespace: ns})
+		class := ns + "-bench"
+		storageClass(b, c, class, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
+		b.Cleanup(func() { deletePVsOf(b, c, p.cfg.Name) })
+
+		total, latencies := burst(b, c, ns, class, n)
+		rss, _ := p.proc.RSS()
+		b.ReportMetric(total.Seconds(), "s-all-bound")
+		b.ReportMetric(float64(percentile(latencies, 50).Milliseconds()), "ms-p50")
+		b.ReportMetric(float64(percentile(latencies, 99).Milliseconds()), "ms-p99")
+		b.ReportMetric(float64(rss)/1e6, "MB-provisioner-RSS")
+		b.Logf("%d claims: all Bound in %v; per claim p50 %v, p99 %v; provisioner RSS %.1f MB",
+			n, total.Round(time.Millisecond), percentile(latencies, 50), percentile(latencies, 99), float64(rss)/1e6)
+	}
+}
+
+// BenchmarkRestart1000 makes 1000 volumes, restarts the provisioner, and
+// reports the time from the new process's start until ganesha serves all
+// 1000 exports again and /readyz answers.
+func BenchmarkRestart1000(b *testing.B) {
+	const n = 1000
+	c := framework.Shared(b)
+	for range b.N {
+		ns := c.Namespace(b)
+		p := startProvisioner(b, c, provisionerConfig{Namespace: ns})
+		class := ns + "-bench"
+		storageClass(b, c, class, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
+		b.Cleanup(func() { deletePVsOf(b, c, p.cfg.Name) })
+		burst(b, c, ns, class, n)
+		rss, _ := p.proc.RSS()
+
+		for _, how := range []string{"SIGTERM", "SIGKILL"} {
+			if how == "SIGKILL" {
+				p.kill9()
+			} else if err := p.proc.Stop(framework.DefaultStopGrace); err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			p.restart() // returns once /readyz answers
+			ready := time.Since(start)
+			if got := len(p.exports(context.Background())); got != n {
+				b.Fatalf("after restart ganesha serves %d exports, want %d", got, n)
+			}
+			served := time.Since(start)
+			b.ReportMetric(served.Seconds(), "s-served-after-"+how)
+			b.Logf("restart after %s with %d volumes: ready in %v, all %d exports served in %v", how, n, ready.Round(time.Millisecond), n, served.Round(time.Millisecond))
+		}
+		b.ReportMetric(float64(rss)/1e6, "MB-provisioner-RSS")
+	}
+}
+
+// burst creates n claims from 16 goroutines and waits until all are Bound.
+// It returns the wall time and each claim's create-to-Bound latency.
+func burst(b *testing.B, c *framework.Cluster, ns, class string, n int) (time.Duration, []time.Duration) {
+	b.Helper()
+	ctx := context.Background()
+	w, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Stop()
+
+	var mu sync.Mutex
+	created := map[string]time.Time{}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < n; i += 16 {
+				name := fmt.Sprintf("c-%d", i)
+				t0 := time.Now()
+				if _, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Create(ctx, claim(ns, name, class, "1Mi"), metav1.CreateOptions{}); err != nil {
+					b.Error(err)
+					return
+				}
+				mu.Lock()
+				created[name] = t0
+				mu.Unlock()
+			}
+		}()
+	}
+
+	bound := map[string]time.Time{}
+	timeout := time.After(10 * time.Minute)
+	for len(bound) < n {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				b.Fatal("watch closed")
+			}
+			pvc, isClaim := ev.Object.(*v1.PersistentVolumeClaim)
+			if ev.Type == watch.Modified && isClaim && pvc.Status.Phase == v1.ClaimBound {
+				if _, seen := bound[pvc.Name]; !seen {
+					bound[pvc.Name] = time.Now()
+				}
+			}
+		case <-timeout:
+			b.Fatalf("only %d of %d claims Bound after 10 minutes", len(bound), n)
+		}
+	}
+	total := time.Since(start)
+	wg.Wait()
+	var latencies []time.Duration
+	for name, at := range bound {
+		latencies = append(latencies, at.Sub(created[name]))
+	}
+	return total, latencies
+}
+
+func percentile(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, (len(s)*p+99)/100-1)]
+}
+
+// deletePVsOf removes the PVs a benchmark's provisioner left, so later
+// benchmarks on the shared cluster do not pay for them.
+func deletePVsOf(b *testing.B, c *framework.Cluster, provisioner string) {
+	ctx := context.Background()
+	pvs, err := c.Client.CoreV1().PersistentVolumes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		b.Logf("list PVs: %v", err)
+		return
+	}
+	for _, pv := range pvs.Items {
+		if pv.Annotations["pv.kubernetes.io/provisioned-by"] == provisioner {
+			_ = c.Client.CoreV1().PersistentVolumes().Delete(ctx, pv.Name, metav1.DeleteOptions{})
+		}
+	}
+}
