@@ -17,6 +17,12 @@ import (
 // rpcbind is machine-global: one portmapper on port 111 and /run/rpcbind.sock
 // serves every NFSv3 server on the host. We reuse one that answers and never
 // stop it; we start one only when none answers, and stop only that one.
+//
+// Debian's rpcbind switches to user _rpc, and the kernel clears Pdeathsig on
+// that credential change: an rpcbind we started outlives a SIGKILLed
+// provisioner. That is tolerable for a machine-global daemon: the next start
+// on the same state dir replaces it (pid file + marker), any other server
+// simply reuses it.
 
 const (
 	portmapperAddr   = "127.0.0.1:111"
