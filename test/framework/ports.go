@@ -6,9 +6,10 @@ import (
 )
 
 // FreePorts asks the kernel for n distinct free ports on 127.0.0.1. All
-// listeners stay open until every port is chosen, so the n ports differ; a
-// stranger may still take one before the component binds it, which Start
-// detects and answers with a retry on new ports.
+// listeners stay open until every port is chosen, so the n ports differ. The
+// ports are closed on return, so another process may still take one before
+// the caller binds it: callers should recognise "address already in use"
+// and retry (Start does).
 func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	for range n {
