@@ -74,12 +74,15 @@ func (p *proc) kill() {
 
 var requiredBinaries = []string{"bash", "mariadbd", "mariadb", "mariadb-admin", "mariadb-backup", "mbstream", "mariadb-install-db", "socat", "timeout"}
 
-// requireBinaries fails (never skips, outside -short) when the tools are
-// missing: hack/install-deps.sh installs them.
+// requireBinaries fails when the tools are missing (hack/install-deps.sh
+// installs them); only in -short mode does it skip instead.
 func requireBinaries(t *testing.T) {
 	t.Helper()
 	for _, b := range requiredBinaries {
 		if _, err := exec.LookPath(b); err != nil {
+			if testing.Short() {
+				t.Skipf("-short and %s not found: %v", b, err)
+			}
 			t.Fatalf("%s not found (%v): run hack/install-deps.sh", b, err)
 		}
 	}
@@ -88,7 +91,8 @@ func requireBinaries(t *testing.T) {
 // cluster is a StatefulSet "mysql" simulated with processes: pod mysql-N is
 // a directory tree plus the loopback address 127.0.0.(ipBase+N).
 type cluster struct {
-	t        *testing.T
+	t        *testing.T // the running (sub)test, for failures
+	top      *testing.T // the test that owns the cluster, for cleanups
 	root     string
 	export   string
 	scripts  map[string]string
@@ -156,6 +160,7 @@ func newCluster(t *testing.T, ipBase int, members ...string) *cluster {
 	root := t.TempDir()
 	c := &cluster{
 		t:        t,
+		top:      t,
 		root:     root,
 		export:   filepath.Join(root, "export"),
 		scripts:  loadManifest(t).scripts(t),
@@ -453,6 +458,19 @@ func (c *cluster) mustSQL(p *pod, query string) string {
 	return out
 }
 
+// status reads global status variables.
+func (c *cluster) status(p *pod, names ...string) map[string]string {
+	c.t.Helper()
+	out := c.mustSQL(p, "SHOW GLOBAL STATUS WHERE Variable_name IN ('"+strings.Join(names, "','")+"')")
+	m := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(l, "\t"); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
 // labelled is the pod carrying role=primary ("" if none).
 func (c *cluster) labelled() string {
 	b, err := os.ReadFile(c.label)
@@ -557,7 +575,7 @@ type writer struct {
 func (c *cluster) startWriter(name string, firstID int64) *writer {
 	w := &writer{c: c, name: name, next: firstID, stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run()
-	c.t.Cleanup(w.halt)
+	c.top.Cleanup(w.halt)
 	return w
 }
 
@@ -704,53 +722,71 @@ func (w *writer) maxGap(from, to time.Time) time.Duration {
 	return gap
 }
 
-// checkNoLoss compares the acknowledged ids with the rows present on p.
-func (w *writer) checkNoLoss(p *pod) {
-	t := w.c.t
-	t.Helper()
-	out := w.c.mustSQL(p, fmt.Sprintf("SELECT id FROM app.t WHERE writer='%s'", w.name))
+// lossReport compares a writer's acknowledged ids with the rows on a pod.
+type lossReport struct {
+	acked, present, unknown, unknownPresent, errs int
+	missing, phantom                              []int64
+}
+
+func (w *writer) loss(p *pod) (lossReport, error) {
+	var r lossReport
+	out, err := w.c.sql(p, fmt.Sprintf("SELECT id FROM app.t WHERE writer='%s'", w.name))
+	if err != nil {
+		return r, err
+	}
 	present := map[int64]bool{}
 	for _, f := range strings.Fields(out) {
 		id, err := strconv.ParseInt(f, 10, 64)
 		if err != nil {
-			t.Fatalf("bad id %q", f)
+			return r, fmt.Errorf("bad id %q on %s", f, p.name)
 		}
 		present[id] = true
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var missing []int64
-	for _, id := range w.acked {
-		if !present[id] {
-			missing = append(missing, id)
-		}
-	}
-	unknown := map[int64]bool{}
-	unknownPresent := 0
-	for _, id := range w.unknown {
-		unknown[id] = true
-		if present[id] {
-			unknownPresent++
-		}
-	}
 	acked := map[int64]bool{}
 	for _, id := range w.acked {
 		acked[id] = true
-	}
-	var phantom []int64
-	for id := range present {
-		if !acked[id] && !unknown[id] {
-			phantom = append(phantom, id)
+		if !present[id] {
+			r.missing = append(r.missing, id)
 		}
 	}
-	sort.Slice(phantom, func(i, j int) bool { return phantom[i] < phantom[j] })
-	t.Logf("FIGURE writer %s on %s: acknowledged %d, present %d, acknowledged but missing %d, outcome unknown %d (of which present %d), client errors %d",
-		w.name, p.name, len(w.acked), len(present), len(missing), len(w.unknown), unknownPresent, w.errs)
-	if len(missing) > 0 {
-		t.Errorf("writer %s: %d acknowledged rows lost on %s, e.g. %v", w.name, len(missing), p.name, missing[:min(len(missing), 10)])
+	unknown := map[int64]bool{}
+	for _, id := range w.unknown {
+		unknown[id] = true
+		if present[id] {
+			r.unknownPresent++
+		}
 	}
-	if len(phantom) > 0 {
-		t.Errorf("writer %s: %d rows on %s that were never sent, e.g. %v", w.name, len(phantom), p.name, phantom[:min(len(phantom), 10)])
+	for id := range present {
+		if !acked[id] && !unknown[id] {
+			r.phantom = append(r.phantom, id)
+		}
+	}
+	sort.Slice(r.phantom, func(i, j int) bool { return r.phantom[i] < r.phantom[j] })
+	r.acked, r.present, r.unknown, r.errs = len(w.acked), len(present), len(w.unknown), w.errs
+	return r, nil
+}
+
+// checkNoLoss requires every acknowledged row of the writer on p, and no
+// row the writer never sent.
+func (w *writer) checkNoLoss(p *pod) {
+	t := w.c.t
+	t.Helper()
+	r, err := w.loss(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE writer %s on %s: acknowledged %d, present %d, acknowledged but missing %d, outcome unknown %d (of which present %d), client errors %d",
+		w.name, p.name, r.acked, r.present, len(r.missing), r.unknown, r.unknownPresent, r.errs)
+	if r.acked == 0 {
+		t.Errorf("writer %s acknowledged nothing: the check would be vacuous", w.name)
+	}
+	if len(r.missing) > 0 {
+		t.Errorf("writer %s: %d acknowledged rows lost on %s, e.g. %v", w.name, len(r.missing), p.name, r.missing[:min(len(r.missing), 10)])
+	}
+	if len(r.phantom) > 0 {
+		t.Errorf("writer %s: %d rows on %s that were never sent, e.g. %v", w.name, len(r.phantom), p.name, r.phantom[:min(len(r.phantom), 10)])
 	}
 }
 
