@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -134,15 +135,19 @@ func run(ctx context.Context, o *options) error {
 		"identity", identity, "reconcileDuration", time.Since(start).Round(time.Millisecond))
 
 	ctrl := controller.NewProvisionController(logger, client, o.provisioner, prov,
-		controller.LeaderElection(o.leaderElect),
+		controller.LeaderElection(false), // runElected does it; see there
 		controller.Threadiness(o.threads),
 		// A bad claim is retried with backoff and reported each time; this
 		// keeps the retries from going on for ever.
 		controller.FailedProvisionThreshold(10),
 	)
-	ctrl.Run(ctx)
+	if o.leaderElect {
+		err = runElected(ctx, client, o.provisioner, podNamespace(), ctrl.Run)
+	} else {
+		ctrl.Run(ctx)
+	}
 	logger.Info("Shutting down")
-	return nil
+	return err
 }
 
 // startNFS starts the embedded ganesha, or with -run-server=false connects to
@@ -205,4 +210,18 @@ func kubeClient(o *options) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	return client, nil
+}
+
+// podNamespace is where the leader-election Lease lives: POD_NAMESPACE, else
+// the ServiceAccount's namespace, else "default", as the library chooses.
+func podNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	if data, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+		if ns := strings.TrimSpace(string(data)); ns != "" {
+			return ns
+		}
+	}
+	return "default"
 }

@@ -280,6 +280,23 @@ func TestLeaderElection(t *testing.T) {
 		t.Fatalf("lease has no holder: %+v", lease.Spec)
 	}
 	t.Logf("lease %s held by %s", leaseName, *lease.Spec.HolderIdentity)
+
+	// SIGTERM: the lease is handed back and ganesha is stopped gracefully,
+	// not abandoned by an exit from inside leader election.
+	p.stop()
+	if err := p.proc.ExitErr(); err != nil {
+		t.Errorf("provisioner exit after SIGTERM: %v", err)
+	}
+	lease, err = c.Client.CoordinationV1().Leases(ns).Get(t.Context(), leaseName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := lease.Spec.HolderIdentity; h != nil && *h != "" {
+		t.Errorf("lease still held by %s after a clean stop", *h)
+	}
+	if !strings.Contains(p.log(), "NFS server stopped") {
+		t.Errorf("ganesha was not stopped gracefully:\n%s", p.proc.Tail(20))
+	}
 }
 
 // TestStartupFailures: flags and environments the provisioner cannot work
