@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // newPodVolume returns the directory that backs pod's PVC (data-<pod>), the
@@ -103,9 +105,10 @@ type cluster struct {
 	secrets  map[string]string
 	members  []string
 
-	mu    sync.Mutex
-	pods  map[string]*pod
-	procs []*proc
+	mu     sync.Mutex
+	pods   map[string]*pod
+	procs  []*proc
+	groups map[int]bool // process groups we started (pgid = leader's pid)
 }
 
 type pod struct {
@@ -171,6 +174,13 @@ func newCluster(t *testing.T, ipBase int, members ...string) *cluster {
 		secrets:  map[string]string{},
 		members:  members,
 		pods:     map[string]*pod{},
+		groups:   map[int]bool{},
+	}
+	// Processes orphaned when we kill a group (socat's forks, say) are
+	// re-parented to us rather than to PID 1, which on some test machines
+	// never reaps them; stopAll reaps them.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatalf("PR_SET_CHILD_SUBREAPER: %v", err)
 	}
 	for _, d := range []string{c.export, c.topology, filepath.Join(root, "pods"), filepath.Join(root, "operator", "tmp")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -209,12 +219,66 @@ func (c *cluster) stopAll() {
 	for _, p := range procs {
 		p.kill()
 	}
+	c.reapOrphans()
 }
 
+// reapOrphans kills and reaps the processes of our groups whose leader is
+// gone and that were re-parented to this process. Only our groups: the
+// test binary's other children are left to their owners.
+func (c *cluster) reapOrphans() {
+	c.mu.Lock()
+	groups := make(map[int]bool, len(c.groups))
+	for g := range c.groups {
+		groups[g] = true
+	}
+	c.mu.Unlock()
+	self := os.Getpid()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		c.t.Logf("reaping orphans: %v", err)
+		return
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may contain spaces.
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) < 3 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(fields[1])
+		pgrp, _ := strconv.Atoi(fields[2])
+		if ppid != self || !groups[pgrp] {
+			continue
+		}
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
+			c.t.Logf("reaping orphan %d: %v", pid, err)
+		}
+	}
+}
+
+func (c *cluster) addGroup(pgid int) {
+	c.mu.Lock()
+	c.groups[pgid] = true
+	c.mu.Unlock()
+}
+
+// ip is pod name's loopback address. c.ipBase never changes, so the
+// writer goroutines may call it.
 func (c *cluster) ip(name string) string {
 	n, err := strconv.Atoi(name[strings.LastIndex(name, "-")+1:])
 	if err != nil {
-		c.t.Fatalf("bad pod name %q", name)
+		// Names come from the record the scripts write; a bad one is a
+		// script bug, reported by the address that connects nowhere.
+		return "127.0.0.255"
 	}
 	return fmt.Sprintf("127.0.0.%d", c.ipBase+n)
 }
@@ -331,7 +395,11 @@ func (c *cluster) run(p *pod, timeout time.Duration, extraEnv []string, script s
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	start := time.Now()
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		c.addGroup(cmd.Process.Pid)
+		err = cmd.Wait()
+	}
 	if cmd.Process != nil {
 		// Whatever the script left in its group (it should leave nothing).
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
@@ -356,6 +424,7 @@ func (c *cluster) start(p *pod, name string, extraEnv []string, args ...string) 
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s of %s: %v", name, p.name, err)
 	}
+	c.addGroup(cmd.Process.Pid)
 	pr := &proc{name: p.name + "/" + name, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		pr.err = cmd.Wait()
