@@ -1,16 +1,14 @@
 # Every target works on a fresh Debian/Ubuntu machine with Go installed.
-# `make deps test` installs what is missing and runs every test.
+#   make demo            the whole system on this machine, then everything stopped
+#   make demo KEEP=1     the same, left running; make demo-stop stops it
+#   make deps test demo  install what is missing, run every test, then the demo (CI)
 
 SHELL := /bin/bash
 GO ?= go
-# The control-plane binaries live in a cache outside the repository;
-# hack/build-controlplane.sh prints where (building them first if needed).
-CONTROLPLANE_BIN ?= $(shell hack/build-controlplane.sh 2>/dev/null)
-export CONTROLPLANE_BIN
 TEST_FLAGS ?= -count=1 -timeout 60m
 BENCH_FLAGS ?= -run '^$$' -benchtime 1x -timeout 60m
 
-.PHONY: all build deps controlplane test test-unit lint bench demo clean
+.PHONY: all build deps controlplane test test-unit lint bench demo demo-stop clean
 
 all: build
 
@@ -18,7 +16,9 @@ build:
 	CGO_ENABLED=0 $(GO) build -o bin/nfs-provisioner ./cmd/provisioner
 
 # deps: Debian packages (ganesha, dbus, rpcbind, NFS clients, MariaDB) and the
-# control-plane build. Both are no-ops when already done.
+# control-plane build (etcd, kube-apiserver, kube-controller-manager) into a
+# cache outside the repository. Both are no-ops when already done. Tests find
+# the cache by themselves; CONTROLPLANE_BIN overrides it.
 deps:
 	hack/install-deps.sh
 	hack/build-controlplane.sh >/dev/null
@@ -28,7 +28,6 @@ controlplane:
 
 # test: unit and end-to-end tests, verbose so that each test's PASS shows.
 test: lint
-	@test -n "$(CONTROLPLANE_BIN)" || { echo "control plane not built: run make deps"; exit 1; }
 	$(GO) test -v $(TEST_FLAGS) ./...
 
 # test-unit: only the tests that need neither a cluster nor an NFS server.
@@ -44,6 +43,14 @@ lint:
 # the real ganesha.nfsd.
 bench:
 	$(GO) test $(BENCH_FLAGS) -bench . -benchmem ./...
+
+demo: deps build
+	$(GO) build -o bin/nfs-provisioner-demo ./hack/demo
+	bin/nfs-provisioner-demo -keep=$(if $(filter 1,$(KEEP)),true,false)
+
+demo-stop:
+	$(GO) build -o bin/nfs-provisioner-demo ./hack/demo
+	bin/nfs-provisioner-demo -stop
 
 clean:
 	rm -rf bin
