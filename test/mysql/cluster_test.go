@@ -132,6 +132,20 @@ func TestReplicatedStatefulSet(t *testing.T) {
 		if r := c.run(p0, 10*time.Second, nil, "probe-ready.sh"); r.err != nil {
 			t.Errorf("primary not Ready: %s", r)
 		}
+
+		// The agent's probe sees its clone server go; a restarted agent
+		// leaves running replication alone.
+		p2.agent.kill()
+		if r := c.run(p2, 10*time.Second, nil, "probe-agent.sh"); r.err == nil {
+			t.Error("probe-agent.sh passes with the agent dead")
+		}
+		before := c.slaveField(p2, "Master_Host")
+		c.startAgent(p2)
+		time.Sleep(1500 * time.Millisecond) // one reconcile round at least
+		c.waitReady(p2, 30*time.Second)
+		if after := c.slaveField(p2, "Master_Host"); after != before {
+			t.Errorf("agent restart changed the source from %s to %s", before, after)
+		}
 	})
 
 	var newPrimary *pod
@@ -210,7 +224,15 @@ func TestReplicatedStatefulSet(t *testing.T) {
 		w3 = c.startWriter("w3", 2_000_000)
 		w3.waitAcks(100, time.Minute)
 		start := time.Now()
-		r := c.run(nil, 3*time.Minute, nil, "switchover.sh")
+		// To a named replica: the other path (the most advanced) ran in the failover.
+		var to string
+		for _, p := range []*pod{p2, p1, p0} {
+			if p != old {
+				to = p.name
+				break
+			}
+		}
+		r := c.run(nil, 3*time.Minute, nil, "switchover.sh", "--to", to)
 		if r.err != nil {
 			t.Fatalf("switchover.sh: %s", r)
 		}
@@ -218,7 +240,7 @@ func TestReplicatedStatefulSet(t *testing.T) {
 		end := time.Now()
 		w3.halt()
 		newName := c.labelled()
-		if newName == old.name || newName == "" {
+		if newName != to {
 			t.Fatalf("label on %q after switchover from %s", newName, old.name)
 		}
 		newPrimary = c.pod(newName)
@@ -300,7 +322,7 @@ func TestReplicatedStatefulSet(t *testing.T) {
 		if exists(marker) || exists(filepath.Join(p3.datadir, "mysql")) || exists(filepath.Join(p3.datadir, ".clone")) {
 			t.Fatalf("half copy left behind: %v", listDir(t, p3.datadir))
 		}
-		t.Logf("FIGURE cut clone: streams cut after 1 MB (both donors, %d bytes in all), clone.sh failed after %v: %s", px.bytes(), cl.took.Round(time.Millisecond), lastLine(cl.stderr))
+		t.Logf("FIGURE cut clone: every donor stream cut after 1 MB (%d bytes passed in all), clone.sh failed after %v: %s", px.bytes(), cl.took.Round(time.Millisecond), lastLine(cl.stderr))
 
 		// 2. The pod dies mid-stream: a half copy stays in the staging dir.
 		px = startProxy(t, "127.0.0.99:3307", upstream, "stall", 2<<20)
@@ -358,6 +380,44 @@ func TestReplicatedStatefulSet(t *testing.T) {
 		if len(r.missing) != 1 {
 			t.Errorf("the loss checker found %d missing rows after deleting one", len(r.missing))
 		}
+	})
+
+	step("switchover aborts when a replica does not answer", func(t *testing.T) {
+		sub(t)
+		// A replica that does not answer may hold the only copy of an
+		// acknowledged commit: without --force nothing is promoted, and a
+		// planned switchover gives the primary its role back.
+		p3 := c.pod("mysql-3")
+		c.crash(p3)
+		w5 := c.startWriter("w5", 4_000_000)
+		w5.waitAcks(20, time.Minute)
+		r := c.run(nil, 3*time.Minute, nil, "switchover.sh")
+		if r.err == nil {
+			t.Fatalf("switchover.sh succeeded with mysql-3 down:\n%s", r)
+		}
+		if !strings.Contains(r.stderr, "mysql-3 does not answer") {
+			t.Errorf("switchover.sh does not name the cause:\n%s", r.stderr)
+		}
+		if got, _ := c.record(); got != newPrimary.name || c.labelled() != newPrimary.name {
+			t.Fatalf("after the aborted switchover: record %q, label %q; want %s", got, c.labelled(), newPrimary.name)
+		}
+		if ro := c.mustSQL(newPrimary, "SELECT @@GLOBAL.read_only"); ro != "0" {
+			t.Errorf("primary left read-only (%s)", ro)
+		}
+		w5.waitAcks(20, time.Minute)
+		w5.halt()
+		var replicas []*pod
+		for _, p := range []*pod{p0, p1, p2} {
+			if p != newPrimary {
+				replicas = append(replicas, p)
+				if io := c.slaveField(p, "Slave_IO_Running"); io != "Yes" {
+					t.Errorf("%s: IO thread %q after the rollback", p.name, io)
+				}
+			}
+		}
+		c.waitConverged(newPrimary, replicas, time.Minute)
+		w5.checkNoLoss(replicas[0])
+		t.Logf("FIGURE aborted switchover: %s (%v)", lastLine(r.stderr), r.took.Round(time.Millisecond))
 	})
 
 	t.Logf("FIGURE TestReplicatedStatefulSet took %v", time.Since(testStart).Round(time.Millisecond))

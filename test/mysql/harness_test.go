@@ -461,7 +461,26 @@ func (c *cluster) startServer(p *pod) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	c.startAgent(p)
+}
+
+// startAgent starts the sidecar and waits for its startup probe.
+func (c *cluster) startAgent(p *pod) {
+	t := c.t
+	t.Helper()
 	p.agent = c.start(p, "agent", nil, "bash", filepath.Join(p.dir, "configmap", "agent.sh"))
+	deadline := time.Now().Add(time.Minute)
+	for {
+		r := c.run(p, 10*time.Second, nil, "probe-agent.sh")
+		if r.err == nil {
+			return
+		}
+		if !p.agent.alive() || time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(p.dir, "log", "agent.log"))
+			t.Fatalf("%s: agent not started: %s\nagent log:\n%s", p.name, r, tail(string(log), 3000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // startPod is a pod's whole start: init containers, then the containers.
@@ -525,6 +544,23 @@ func (c *cluster) mustSQL(p *pod, query string) string {
 		c.t.Fatal(err)
 	}
 	return out
+}
+
+// slaveField is one field of SHOW SLAVE STATUS ("" without a source).
+func (c *cluster) slaveField(p *pod, name string) string {
+	c.t.Helper()
+	cmd := execCommand("mariadb", "--no-defaults", "--socket="+p.socket, "-uroot", "-E", "-e", "SHOW SLAVE STATUS")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "MYSQL_PWD=" + c.secrets["root-password"]}
+	out, err := cmd.Output()
+	if err != nil {
+		c.t.Fatalf("SHOW SLAVE STATUS on %s: %v", p.name, err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(l), ": "); ok && k == name {
+			return v
+		}
+	}
+	return ""
 }
 
 // status reads global status variables.
