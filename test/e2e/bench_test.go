@@ -26,12 +26,9 @@ func BenchmarkBurst1000(b *testing.B) { benchmarkBurst(b, 1000) }
 // Bound, the per-claim latency from create to Bound (p50, p99) and the
 // provisioner's RSS afterwards.
 func benchmarkBurst(b *testing.B, n int) {
-	c := framework.Shared(b)
 	for range b.N {
-		ns := c.Namespace(b)
-		p := startProvisioner(b, c, provisionerConfig{Namespace: ns})
-		class := ns + "-bench"
-		storageClass(b, c, class, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
+		env := newTestEnv(b)
+		c, ns, p, class := env.c, env.ns, env.p, env.class
 		b.Cleanup(func() { deletePVsOf(b, c, p.cfg.Name) })
 
 		total, latencies := burst(b, c, ns, class, n)
@@ -50,12 +47,9 @@ func benchmarkBurst(b *testing.B, n int) {
 // 1000 exports again and /readyz answers.
 func BenchmarkRestart1000(b *testing.B) {
 	const n = 1000
-	c := framework.Shared(b)
 	for range b.N {
-		ns := c.Namespace(b)
-		p := startProvisioner(b, c, provisionerConfig{Namespace: ns})
-		class := ns + "-bench"
-		storageClass(b, c, class, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
+		env := newTestEnv(b)
+		c, ns, p, class := env.c, env.ns, env.p, env.class
 		b.Cleanup(func() { deletePVsOf(b, c, p.cfg.Name) })
 		burst(b, c, ns, class, n)
 		rss, _ := p.proc.RSS()

@@ -246,6 +246,26 @@ func (p *testProvisioner) volumeDirs() []string {
 	return names
 }
 
+// testEnv is what most tests start from: the shared cluster, a fresh
+// namespace, a provisioner of their own, and a StorageClass for it (reclaim
+// policy Delete, no parameters) named after the namespace.
+type testEnv struct {
+	c     *framework.Cluster
+	ns    string
+	p     *testProvisioner
+	class string
+}
+
+func newTestEnv(t testing.TB, extraArgs ...string) testEnv {
+	t.Helper()
+	c := framework.Shared(t)
+	ns := c.Namespace(t)
+	p := startProvisioner(t, c, provisionerConfig{Namespace: ns, ExtraArgs: extraArgs})
+	class := ns + "-class"
+	storageClass(t, c, class, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
+	return testEnv{c: c, ns: ns, p: p, class: class}
+}
+
 // storageClass creates a StorageClass for provisioner name, deleted on cleanup.
 func storageClass(t testing.TB, c *framework.Cluster, name, provisioner string, params map[string]string, reclaim v1.PersistentVolumeReclaimPolicy) *storagev1.StorageClass {
 	t.Helper()

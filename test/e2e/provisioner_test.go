@@ -98,11 +98,8 @@ func TestClaimLifecycle(t *testing.T) {
 // TestStatefulSetClaims: volumeClaimTemplates of our class give every replica
 // a Bound volume.
 func TestStatefulSetClaims(t *testing.T) {
-	c := framework.Shared(t)
-	ns := c.Namespace(t)
-	p := startProvisioner(t, c, provisionerConfig{Namespace: ns})
-	class := ns + "-sts"
-	storageClass(t, c, class, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
+	env := newTestEnv(t)
+	c, ns, p, class := env.c, env.ns, env.p, env.class
 
 	replicas := int32(3)
 	labels := map[string]string{"app": "web"}
@@ -149,11 +146,8 @@ func TestStatefulSetClaims(t *testing.T) {
 // gets a Warning event naming the problem, no PV, and leaves no directory
 // and no export behind.
 func TestBadInput(t *testing.T) {
-	c := framework.Shared(t)
-	ns := c.Namespace(t)
-	p := startProvisioner(t, c, provisionerConfig{Namespace: ns, ExtraArgs: []string{"-max-exports=1"}})
-	good := ns + "-good"
-	storageClass(t, c, good, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
+	env := newTestEnv(t, "-max-exports=1")
+	c, ns, p, good := env.c, env.ns, env.p, env.class
 
 	block := v1.PersistentVolumeBlock
 	cases := []struct {
@@ -264,11 +258,8 @@ func TestTwoProvisioners(t *testing.T) {
 // TestLeaderElection: with -leader-elect the provisioner takes a Lease in
 // POD_NAMESPACE and then provisions.
 func TestLeaderElection(t *testing.T) {
-	c := framework.Shared(t)
-	ns := c.Namespace(t)
-	p := startProvisioner(t, c, provisionerConfig{Namespace: ns, ExtraArgs: []string{"-leader-elect=true"}})
-	class := ns + "-le"
-	storageClass(t, c, class, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
+	env := newTestEnv(t, "-leader-elect=true")
+	c, ns, p, class := env.c, env.ns, env.p, env.class
 	createClaim(t, c, claim(ns, "elected", class, "1Mi"))
 	waitBound(t, c, ns, "elected")
 	leaseName := strings.ReplaceAll(p.cfg.Name, "/", "-")

@@ -22,11 +22,8 @@ import (
 // its data, no directory or export without a PV (archives aside), and no
 // export ID used twice.
 func TestKillDuringBurst(t *testing.T) {
-	c := framework.Shared(t)
-	ns := c.Namespace(t)
-	p := startProvisioner(t, c, provisionerConfig{Namespace: ns})
-	class := ns + "-burst"
-	storageClass(t, c, class, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
+	env := newTestEnv(t)
+	c, ns, p, class := env.c, env.ns, env.p, env.class
 
 	// A first batch, Bound and holding data before the crash.
 	const first, second = 12, 24
