@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -141,53 +140,21 @@ func (d *demo) startProvisioner(ctx context.Context) error {
 	if err := os.RemoveAll(d.store); err != nil {
 		return err
 	}
-	ports, err := framework.FreePorts(3)
-	if err != nil {
-		return err
-	}
-	d.nfsPort, d.mountPort = ports[0], ports[1]
-	health := "127.0.0.1:" + strconv.Itoa(ports[2])
 	log := filepath.Join(d.cfg.workDir, "provisioner.log")
 	return d.timed("provisioner ready", func() error {
-		d.prov, err = framework.Launch(framework.ProcessSpec{
-			Name: "provisioner", Path: d.cfg.provisioner, LogFile: log,
-			Args: []string{
-				"-provisioner=" + name, "-kubeconfig=" + d.cluster.Kubeconfig,
-				"-export-dir=" + d.store, "-server-hostname=127.0.0.1", "-bind-address=127.0.0.1",
-				"-nfs-port=" + strconv.Itoa(d.nfsPort), "-mountd-port=" + strconv.Itoa(d.mountPort),
-				"-http-address=" + health, "-grace-period=0",
-			},
-			Env: []string{"POD_NAMESPACE=" + namespace},
-		})
+		spec := &framework.ProvisionerSpec{
+			Binary: d.cfg.provisioner, Name: name, Namespace: namespace,
+			ExportDir: d.store, Kubeconfig: d.cluster.Kubeconfig, LogFile: log,
+		}
+		d.prov, err = framework.StartProvisioner(ctx, spec)
 		if err != nil {
 			return err
 		}
-		if err := waitHTTP(ctx, d.prov, "http://"+health+"/readyz"); err != nil {
-			return err
-		}
+		d.nfsPort, d.mountPort = spec.NFSPort, spec.MountdPort
 		d.n.say("  provisioner %s (pid %d) ready; NFS on 127.0.0.1:%d, mountd :%d; store %s", name, d.prov.PID(), d.nfsPort, d.mountPort, d.store)
 		d.n.say("  its log: %s", log)
 		return nil
 	})
-}
-
-func waitHTTP(ctx context.Context, p *framework.Process, url string) error {
-	for {
-		select {
-		case <-p.Exited():
-			return fmt.Errorf("provisioner exited: %v\n%s", p.ExitErr(), p.Tail(20))
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func (d *demo) applyManifests(ctx context.Context) error {
@@ -347,13 +314,7 @@ func (d *demo) deleteClaim(ctx context.Context) error {
 
 // exports lists what the provisioner's ganesha serves, over its D-Bus.
 func (d *demo) exports(ctx context.Context) ([]ganesha.Export, error) {
-	dir := filepath.Join(d.store, volume.StateDirName, "ganesha")
-	m, err := ganesha.ConnectExportManager("unix:path="+filepath.Join(dir, "run", "dbus.sock"), dir)
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close()
-	return m.List(ctx)
+	return framework.ProvisionerExports(ctx, d.store)
 }
 
 func (d *demo) summary(ctx context.Context) error {

@@ -3,13 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,40 +20,6 @@ import (
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
 	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
 )
-
-// provisionerBinary is built once per test binary from ./cmd/provisioner, so
-// the tests run exactly what ships.
-var provisionerBinary = sync.OnceValues(func() (string, error) {
-	root, err := repoRoot()
-	if err != nil {
-		return "", err
-	}
-	out := filepath.Join(root, "bin", "nfs-provisioner.e2e")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/provisioner")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build provisioner: %v\n%s", err, msg)
-	}
-	return out, nil
-})
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
 
 // provisionerConfig says how to run one provisioner in a test.
 type provisionerConfig struct {
@@ -95,9 +57,6 @@ func startProvisioner(t testing.TB, c *framework.Cluster, cfg provisionerConfig)
 	if cfg.Kubeconfig == "" {
 		cfg.Kubeconfig = c.Kubeconfig
 	}
-	if cfg.NFSVersions == "" {
-		cfg.NFSVersions = "3,4"
-	}
 	ports, err := framework.FreePorts(3)
 	if err != nil {
 		t.Fatal(err)
@@ -108,70 +67,26 @@ func startProvisioner(t testing.TB, c *framework.Cluster, cfg provisionerConfig)
 	return p
 }
 
-func (p *testProvisioner) args() []string {
-	args := []string{
-		"-provisioner=" + p.cfg.Name,
-		"-kubeconfig=" + p.cfg.Kubeconfig,
-		"-export-dir=" + p.cfg.ExportDir,
-		"-grace-period=0",
-		"-server-hostname=127.0.0.1",
-		"-bind-address=127.0.0.1",
-		"-nfs-port=" + strconv.Itoa(p.NFSPort),
-		"-mountd-port=" + strconv.Itoa(p.MountPort),
-		"-nfs-versions=" + p.cfg.NFSVersions,
-		"-http-address=127.0.0.1:" + strconv.Itoa(p.httpPort),
-	}
-	return append(args, p.cfg.ExtraArgs...)
-}
-
 // start runs the binary and waits until /readyz answers.
 func (p *testProvisioner) start() {
 	t := p.t
 	t.Helper()
-	bin, err := provisionerBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"POD_NAMESPACE=" + p.cfg.Namespace}
+	var env []string
 	for k, v := range p.cfg.Env {
 		env = append(env, k+"="+v)
 	}
-	path, args := bin, p.args()
-	if len(p.cfg.Wrap) > 0 {
-		path, args = p.cfg.Wrap[0], append(append(p.cfg.Wrap[1:], bin), args...)
-	}
 	p.generation++
 	p.logFile = filepath.Join(t.TempDir(), fmt.Sprintf("provisioner-%d.log", p.generation))
-	p.proc, err = framework.Launch(framework.ProcessSpec{Name: "provisioner " + p.cfg.Name, Path: path, Args: args, Env: env, LogFile: p.logFile})
+	spec := &framework.ProvisionerSpec{
+		Name: p.cfg.Name, Namespace: p.cfg.Namespace, ExportDir: p.cfg.ExportDir, Kubeconfig: p.cfg.Kubeconfig,
+		NFSPort: p.NFSPort, MountdPort: p.MountPort, HTTPPort: p.httpPort,
+		NFSVersions: p.cfg.NFSVersions, Args: p.cfg.ExtraArgs, Env: env, Wrap: p.cfg.Wrap, LogFile: p.logFile,
+	}
+	proc, err := framework.StartProvisioner(t.Context(), spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.waitReady()
-}
-
-func (p *testProvisioner) waitReady() {
-	t := p.t
-	t.Helper()
-	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", p.httpPort)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case <-p.proc.Exited():
-			t.Fatalf("provisioner exited during start-up: %v\n%s", p.proc.ExitErr(), p.proc.Tail(40))
-		default:
-		}
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("provisioner not ready after 60s (last: %v)\n%s", err, p.proc.Tail(40))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	p.proc = proc
 }
 
 // kill9 kills the provisioner with SIGKILL, as a crashed node would. Its
@@ -214,20 +129,11 @@ func (p *testProvisioner) log() string {
 // exports lists what ganesha serves now, over its private D-Bus.
 func (p *testProvisioner) exports(ctx context.Context) []ganesha.Export {
 	p.t.Helper()
-	m, err := ganesha.ConnectExportManager("unix:path="+filepath.Join(p.ganeshaDir(), "run", "dbus.sock"), p.ganeshaDir())
+	list, err := framework.ProvisionerExports(ctx, p.cfg.ExportDir)
 	if err != nil {
-		p.t.Fatalf("connect to ganesha: %v", err)
-	}
-	defer m.Close()
-	list, err := m.List(ctx)
-	if err != nil {
-		p.t.Fatalf("list exports: %v", err)
+		p.t.Fatal(err)
 	}
 	return list
-}
-
-func (p *testProvisioner) ganeshaDir() string {
-	return filepath.Join(p.cfg.ExportDir, volume.StateDirName, "ganesha")
 }
 
 // volumeDirs lists the store's entries other than the state directory.

@@ -293,7 +293,7 @@ func TestLeaderElection(t *testing.T) {
 // TestStartupFailures: flags and environments the provisioner cannot work
 // with stop it at once with a message that says what to fix.
 func TestStartupFailures(t *testing.T) {
-	bin, err := provisionerBinary()
+	bin, err := framework.ProvisionerBinary()
 	if err != nil {
 		t.Fatal(err)
 	}

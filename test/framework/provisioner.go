@@ -1,0 +1,147 @@
+package framework
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
+)
+
+// ProvisionerSpec describes one run of the provisioner binary on loopback,
+// with its embedded ganesha, as the e2e tests, the MySQL tests and the demo
+// run it.
+type ProvisionerSpec struct {
+	Binary     string // default: ProvisionerBinary()
+	Name       string // -provisioner
+	Namespace  string // POD_NAMESPACE
+	ExportDir  string // -export-dir; required
+	Kubeconfig string // -kubeconfig; required
+	// NFSPort, MountdPort and HTTPPort are chosen free when 0 and filled in.
+	NFSPort, MountdPort, HTTPPort int
+	NFSVersions                   string   // default 3,4
+	Args                          []string // more flags; later ones win
+	Env                           []string // more KEY=value
+	Wrap                          []string // a command to run the binary under, e.g. setpriv ...
+	LogFile                       string   // required
+}
+
+// provisionerBuild builds ./cmd/provisioner once per process, so tests run
+// exactly what ships.
+var provisionerBuild = sync.OnceValues(func() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	root, err := repoRoot(wd)
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(root, "bin", "nfs-provisioner.test-build")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/provisioner")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build provisioner: %v\n%s", err, msg)
+	}
+	return out, nil
+})
+
+// ProvisionerBinary returns the path of the provisioner built from this
+// checkout, building it on first use.
+func ProvisionerBinary() (string, error) { return provisionerBuild() }
+
+// StartProvisioner launches the provisioner and returns once its /readyz
+// answers, that is once ganesha serves and start-up reconciliation is done.
+// The caller stops the returned process.
+func StartProvisioner(ctx context.Context, spec *ProvisionerSpec) (*Process, error) {
+	if spec.ExportDir == "" || spec.Kubeconfig == "" || spec.LogFile == "" {
+		return nil, fmt.Errorf("start provisioner: ExportDir, Kubeconfig and LogFile are required")
+	}
+	if spec.Binary == "" {
+		bin, err := ProvisionerBinary()
+		if err != nil {
+			return nil, err
+		}
+		spec.Binary = bin
+	}
+	if spec.NFSPort == 0 || spec.MountdPort == 0 || spec.HTTPPort == 0 {
+		ports, err := FreePorts(3)
+		if err != nil {
+			return nil, err
+		}
+		spec.NFSPort, spec.MountdPort, spec.HTTPPort = ports[0], ports[1], ports[2]
+	}
+	if spec.NFSVersions == "" {
+		spec.NFSVersions = "3,4"
+	}
+	args := append([]string{
+		"-provisioner=" + spec.Name,
+		"-kubeconfig=" + spec.Kubeconfig,
+		"-export-dir=" + spec.ExportDir,
+		"-grace-period=0",
+		"-server-hostname=127.0.0.1",
+		"-bind-address=127.0.0.1",
+		"-nfs-port=" + strconv.Itoa(spec.NFSPort),
+		"-mountd-port=" + strconv.Itoa(spec.MountdPort),
+		"-nfs-versions=" + spec.NFSVersions,
+		"-http-address=127.0.0.1:" + strconv.Itoa(spec.HTTPPort),
+	}, spec.Args...)
+	path := spec.Binary
+	if len(spec.Wrap) > 0 {
+		path, args = spec.Wrap[0], append(append(append([]string{}, spec.Wrap[1:]...), spec.Binary), args...)
+	}
+	p, err := Launch(ProcessSpec{
+		Name: "provisioner " + spec.Name, Path: path, Args: args, LogFile: spec.LogFile,
+		Env: append([]string{"POD_NAMESPACE=" + spec.Namespace}, spec.Env...),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := waitProvisionerReady(ctx, p, spec.HTTPPort); err != nil {
+		_ = p.Stop(DefaultStopGrace)
+		return nil, err
+	}
+	return p, nil
+}
+
+func waitProvisionerReady(ctx context.Context, p *Process, port int) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", port)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		select {
+		case <-p.Exited():
+			return fmt.Errorf("provisioner exited during start-up: %v\n%s", p.ExitErr(), p.Tail(40))
+		case <-ctx.Done():
+			return fmt.Errorf("provisioner not ready: %w\n%s", ctx.Err(), p.Tail(40))
+		case <-time.After(50 * time.Millisecond):
+		}
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+	}
+}
+
+// ProvisionerExports lists what the ganesha of the provisioner on exportDir
+// serves now, asked over its private D-Bus.
+func ProvisionerExports(ctx context.Context, exportDir string) ([]ganesha.Export, error) {
+	dir := filepath.Join(exportDir, volume.StateDirName, "ganesha")
+	m, err := ganesha.ConnectExportManager("unix:path="+filepath.Join(dir, "run", "dbus.sock"), dir)
+	if err != nil {
+		return nil, fmt.Errorf("connect to ganesha of %s: %w", exportDir, err)
+	}
+	defer m.Close()
+	return m.List(ctx)
+}
