@@ -24,19 +24,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// newPodVolume returns the directory that backs pod's PVC (data-<pod>), the
-// pod's datadir. It is the one place where the test gets storage: today a
-// directory under the cluster's temporary export directory, tomorrow a
-// volume carved by our provisioner for the claim data-<pod>.
-func newPodVolume(t *testing.T, exportDir, pod string) string {
-	t.Helper()
-	dir := filepath.Join(exportDir, "data-"+pod)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		t.Fatalf("creating the volume of %s: %v", pod, err)
-	}
-	return dir
-}
-
 // execCommand puts every child in its own process group (so that it and its
 // children can be killed together) and has the kernel kill it if the test
 // process dies.
@@ -96,7 +83,8 @@ type cluster struct {
 	t        *testing.T // the running (sub)test, for failures
 	top      *testing.T // the test that owns the cluster, for cleanups
 	root     string
-	export   string
+	export   string   // the provisioner's store
+	volumes  *volumes // provisions each pod's claim in export
 	scripts  map[string]string
 	topology string // the ConfigMap mysql-topology, mounted in every pod
 	label    string // which pod carries role=primary (mysql-primary follows it)
@@ -194,6 +182,7 @@ func newCluster(t *testing.T, ipBase int, members ...string) *cluster {
 		}
 		c.secrets[k] = hex.EncodeToString(b)
 	}
+	c.volumes = newVolumes(t, c.export)
 	mustWrite(t, c.hooks, hooksScript, 0o644)
 	mustWrite(t, filepath.Join(root, "test-overrides.cnf"), testOverrides, 0o644)
 	// The operator's copy of the scripts, as the manifest header tells
@@ -300,7 +289,8 @@ func (c *cluster) pod(name string) *pod {
 			t.Fatal(err)
 		}
 	}
-	p.datadir = newPodVolume(t, c.export, name)
+	// The pod's datadir is its claim's volume, carved by the provisioner.
+	p.datadir = c.volumes.claim(t, name)
 	p.socket = filepath.Join(dir, "run", "mysqld.sock")
 	for k, v := range c.scripts {
 		mustWrite(t, filepath.Join(dir, "configmap", k), v, 0o555)
