@@ -99,13 +99,39 @@ func TestDeployManifests(t *testing.T) {
 		}
 		return true, nil
 	})
+
+	// Why the namespace is labelled privileged: under "baseline" the same pod
+	// is refused.
+	baseline, err := c.Client.CoreV1().Namespaces().Create(t.Context(), &v1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		GenerateName: "deploy-baseline-",
+		Labels:       map[string]string{"pod-security.kubernetes.io/enforce": "baseline"},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.Client.CoreV1().Namespaces().Delete(context.Background(), baseline.Name, metav1.DeleteOptions{})
+	})
+	var sts appsv1.StatefulSet
+	for _, o := range objs {
+		if o.GetKind() == "StatefulSet" && o.GetName() == shippedStatefulSet {
+			fromUnstructured(t, o, &sts)
+		}
+	}
+	pod := &v1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "probe"}, Spec: sts.Spec.Template.Spec}
+	pod.Spec.ServiceAccountName = "" // not created in this namespace; not what is checked
+	_, err = c.Client.CoreV1().Pods(baseline.Name).Create(t.Context(), pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "DAC_READ_SEARCH") || !strings.Contains(err.Error(), "hostPath") {
+		t.Errorf("the provisioner's pod under Pod Security baseline: err = %v; want Forbidden for DAC_READ_SEARCH and hostPath", err)
+	}
 }
 
 // TestRBACShippedServiceAccount runs the real provisioner with a token of the
 // shipped ServiceAccount, holding only the shipped roles, with leader
 // election on and the server address taken from the shipped Service. A claim
 // of the shipped class is provisioned and written through NFS under the
-// class's least-privilege parameters; a restart repairs a duplicate export ID
+// class's least-privilege parameters; a claim of a WaitForFirstConsumer class
+// of the same provisioner is provisioned for its node; a restart repairs a duplicate export ID
 // (PV patch, event on a PV); the claims are deleted; nothing is forbidden.
 func TestRBACShippedServiceAccount(t *testing.T) {
 	c := framework.Shared(t)
@@ -175,6 +201,31 @@ func TestRBACShippedServiceAccount(t *testing.T) {
 	pv := waitBound(t, c, claimNS, "data")
 	pv2 := waitBound(t, c, claimNS, "data2")
 
+	// A WaitForFirstConsumer class: the claim names a node, which the
+	// library reads (nodes get). No scheduler runs here, so the test names
+	// the node as the scheduler would.
+	node, err := c.Client.CoreV1().Nodes().Create(t.Context(), &v1.Node{ObjectMeta: metav1.ObjectMeta{GenerateName: "deploy-rbac-"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Client.CoreV1().Nodes().Delete(context.Background(), node.Name, metav1.DeleteOptions{}) })
+	wfc := storagev1.VolumeBindingWaitForFirstConsumer
+	reclaim := v1.PersistentVolumeReclaimDelete
+	wfcClass, err := c.Client.StorageV1().StorageClasses().Create(t.Context(), &storagev1.StorageClass{
+		ObjectMeta: metav1.ObjectMeta{Name: claimNS + "-wfc"}, Provisioner: shippedProvisioner,
+		ReclaimPolicy: &reclaim, VolumeBindingMode: &wfc,
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.Client.StorageV1().StorageClasses().Delete(context.Background(), wfcClass.Name, metav1.DeleteOptions{})
+	})
+	late := claim(claimNS, "late", wfcClass.Name, "1Gi")
+	late.Annotations = map[string]string{"volume.kubernetes.io/selected-node": node.Name}
+	createClaim(t, c, late)
+	pvLate := waitBound(t, c, claimNS, "late")
+
 	svc, err := c.Client.CoreV1().Services(shippedNamespace).Get(t.Context(), shippedService, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -232,25 +283,34 @@ func TestRBACShippedServiceAccount(t *testing.T) {
 
 	// Start-up reconciliation under the token: give the second PV the first
 	// one's export ID while the provisioner is down; at restart it must move
-	// the younger PV to a new ID (patch on PVs) and say so with a Warning
-	// event on the PV (events in namespace default).
+	// one of them (the younger) to a new ID, record it on that PV (patch on
+	// PVs) and say so with a Warning event on the PV (events in namespace
+	// default).
 	p.stop()
 	logs := p.log()
-	dup := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, volume.AnnExportID, pv.Annotations[volume.AnnExportID])
+	shared := pv.Annotations[volume.AnnExportID]
+	dup := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, volume.AnnExportID, shared)
 	if _, err := c.Client.CoreV1().PersistentVolumes().Patch(t.Context(), pv2.Name, types.MergePatchType, []byte(dup), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	p.restart()
-	framework.Eventually(t, 30*time.Second, "the duplicate export ID repaired on "+pv2.Name, func() (bool, error) {
-		got, err := c.Client.CoreV1().PersistentVolumes().Get(t.Context(), pv2.Name, metav1.GetOptions{})
-		if err != nil {
-			return false, err
+	var moved string
+	framework.Eventually(t, 30*time.Second, "the duplicate export ID "+shared+" repaired", func() (bool, error) {
+		ids := map[string]string{}
+		for _, name := range []string{pv.Name, pv2.Name} {
+			got, err := c.Client.CoreV1().PersistentVolumes().Get(t.Context(), name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			ids[name] = got.Annotations[volume.AnnExportID]
+			if ids[name] != shared {
+				moved = name
+			}
 		}
-		id := got.Annotations[volume.AnnExportID]
-		return id != "" && id != pv.Annotations[volume.AnnExportID], nil
+		return ids[pv.Name] != "" && ids[pv2.Name] != "" && ids[pv.Name] != ids[pv2.Name], nil
 	})
-	framework.Eventually(t, 30*time.Second, "a "+volume.ReasonDuplicateExportID+" event on "+pv2.Name, func() (bool, error) {
-		events, err := c.Client.CoreV1().Events(metav1.NamespaceDefault).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + pv2.Name})
+	framework.Eventually(t, 30*time.Second, "a "+volume.ReasonDuplicateExportID+" event on "+moved, func() (bool, error) {
+		events, err := c.Client.CoreV1().Events(metav1.NamespaceDefault).List(t.Context(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + moved})
 		if err != nil {
 			return false, err
 		}
@@ -258,13 +318,14 @@ func TestRBACShippedServiceAccount(t *testing.T) {
 	})
 
 	// Deletion uses delete (and the library's finalizer patch) on PVs.
-	for _, name := range []string{"data", "data2"} {
+	for _, name := range []string{"data", "data2", "late"} {
 		if err := c.Client.CoreV1().PersistentVolumeClaims(claimNS).Delete(t.Context(), name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitPVGone(t, c, pv.Name)
-	waitPVGone(t, c, pv2.Name)
+	for _, gone := range []*v1.PersistentVolume{pv, pv2, pvLate} {
+		waitPVGone(t, c, gone.Name)
+	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("volume directory after deletion: %v, want it gone (onDelete: delete)", err)
 	}
