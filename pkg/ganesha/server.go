@@ -158,6 +158,12 @@ func NewServer(cfg Config) (*Server, error) {
 	var err error
 	if s.bins.ganesha, err = lookBinary(cfg.GaneshaPath, "ganesha.nfsd"); err != nil {
 		errs = append(errs, fmt.Errorf("ganesha.nfsd not found (%w): install nfs-ganesha nfs-ganesha-vfs", err))
+	} else if cfg.GaneshaPath == "" {
+		// A packaged ganesha: its plugin must come from the package too. A
+		// ganesha named in GaneshaPath may be built elsewhere; not checked.
+		if _, err := findVFSPlugin(vfsPluginGlobs); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if s.bins.dbus, err = lookBinary(cfg.DBusDaemonPath, "dbus-daemon"); err != nil {
 		errs = append(errs, fmt.Errorf("dbus-daemon not found (%w): install dbus", err))

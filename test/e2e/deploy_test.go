@@ -100,6 +100,42 @@ func TestDeployManifests(t *testing.T) {
 		return true, nil
 	})
 
+	// With the provisioner running, the MySQL StatefulSet's claims for every
+	// replica go Bound. The StatefulSet is OrderedReady and no kubelet runs,
+	// so the stand-in reports each pod Ready as a kubelet would; the real
+	// StatefulSet controller then makes the next pod and its claim.
+	p := startProvisioner(t, c, provisionerConfig{Namespace: shippedNamespace, Name: shippedProvisioner})
+	standIn, stopStandIn := context.WithCancel(t.Context())
+	standInDone := make(chan error, 1)
+	go func() { standInDone <- framework.KubeletStandIn(standIn, c.Client, ns, "app=mysql") }()
+	db, err := c.Client.AppsV1().StatefulSets(ns).Get(t.Context(), "mysql", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims []string
+	for i := range int(*db.Spec.Replicas) {
+		name := fmt.Sprintf("%s-mysql-%d", db.Spec.VolumeClaimTemplates[0].Name, i)
+		pv := waitBound(t, c, ns, name)
+		if pv.Spec.StorageClassName != shippedClass || pv.Annotations["pv.kubernetes.io/provisioned-by"] != shippedProvisioner {
+			t.Errorf("claim %s bound to %s of class %q by %q", name, pv.Name, pv.Spec.StorageClassName, pv.Annotations["pv.kubernetes.io/provisioned-by"])
+		}
+		claims = append(claims, name)
+	}
+	stopStandIn()
+	if err := <-standInDone; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(p.exports(t.Context())); n != len(claims) {
+		t.Errorf("%d exports for %d claims", n, len(claims))
+	}
+	t.Logf("every replica's claim is Bound: %v", claims)
+	// Delete the database and its claims while the provisioner still runs,
+	// so their PVs, exports and directories go too.
+	removeDatabase(t, c, kc, ns)
+	framework.Eventually(t, 60*time.Second, "the database's volumes deleted", func() (bool, error) {
+		return len(p.volumeDirs()) == 0 && len(p.exports(t.Context())) == 0, nil
+	})
+
 	// Why the namespace is labelled privileged: under "baseline" the same pod
 	// is refused.
 	baseline, err := c.Client.CoreV1().Namespaces().Create(t.Context(), &v1.Namespace{ObjectMeta: metav1.ObjectMeta{
