@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -233,7 +234,13 @@ func (d *demo) writeAndRead(ctx context.Context) error {
 		return err
 	}
 	data := []byte(fmt.Sprintf("Hello from the nfs-provisioner demo, written over NFSv3 to %s at %s\n", pv.Name, time.Now().Format(time.RFC3339)))
-	v3 := nfsclient.Target{Host: pv.Spec.NFS.Server, NFSPort: d.nfsPort, MountPort: d.mountPort, Pseudo: pv.Spec.NFS.Path, Version: 3}
+	// As the database's user: the shipped class carves the directory for
+	// uid/gid 999 and squashes client root, as MariaDB's pods need.
+	uid, gid, err := classOwner(ctx, d.client, pv)
+	if err != nil {
+		return err
+	}
+	v3 := nfsclient.Target{Host: pv.Spec.NFS.Server, NFSPort: d.nfsPort, MountPort: d.mountPort, Pseudo: pv.Spec.NFS.Path, Version: 3, UID: uid, GID: gid}
 	v4 := v3
 	v4.Version = 4
 	return d.timed("NFS write + read", func() error {
@@ -247,14 +254,20 @@ func (d *demo) writeAndRead(ctx context.Context) error {
 		if string(back) != string(data) {
 			return fmt.Errorf("read back %q, wrote %q", back, data)
 		}
-		d.n.say("  wrote %d bytes over NFSv3 to nfs://%s%s/hello.txt and read them back over NFSv4: %s", len(data), v3.Host, v3.Pseudo, strings.TrimSpace(string(back)))
+		d.n.say("  as uid %d, wrote %d bytes over NFSv3 to nfs://%s%s/hello.txt and read them back over NFSv4: %s", uid, len(data), v3.Host, v3.Pseudo, strings.TrimSpace(string(back)))
 		local := filepath.Join(d.store, pv.Annotations[volume.AnnDirectory], "hello.txt")
 		onDisk, err := os.ReadFile(local)
 		if err != nil {
 			return fmt.Errorf("the bytes are not in the store: %w", err)
 		}
-		d.n.say("  the bytes landed in the local store: %s (%d bytes, sha256 %x, same as written: %v)",
-			local, len(onDisk), sha256.Sum256(onDisk), string(onDisk) == string(data))
+		var owner string
+		if fi, err := os.Stat(local); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				owner = fmt.Sprintf(", owner %d:%d", st.Uid, st.Gid)
+			}
+		}
+		d.n.say("  the bytes landed in the local store: %s (%d bytes%s, sha256 %x, same as written: %v)",
+			local, len(onDisk), owner, sha256.Sum256(onDisk), string(onDisk) == string(data))
 		return nil
 	})
 }
@@ -310,6 +323,20 @@ func (d *demo) deleteClaim(ctx context.Context) error {
 		d.n.say("  PV %s deleted; export %s gone (NFS clients refused); directory %s gone", pv.Name, pv.Spec.NFS.Path, dir)
 		return nil
 	})
+}
+
+// classOwner is the uid and gid the volume's StorageClass gives its
+// directory (0 when the class leaves them unset).
+func classOwner(ctx context.Context, client kubernetes.Interface, pv *v1.PersistentVolume) (uint32, uint32, error) {
+	sc, err := client.StorageV1().StorageClasses().Get(ctx, pv.Spec.StorageClassName, metav1.GetOptions{})
+	if err != nil {
+		return 0, 0, err
+	}
+	params, err := volume.ParseParams(sc.Parameters)
+	if err != nil {
+		return 0, 0, err
+	}
+	return uint32(params.UID), uint32(params.GID), nil
 }
 
 // exports lists what the provisioner's ganesha serves, over its D-Bus.
