@@ -38,6 +38,17 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# Package scripts must not start ganesha, rpcbind or mariadbd as system
+# services: the tests and the demo start their own, on loopback ports, and a
+# system daemon would hold port 2049, 111 or 3306. Container images usually
+# ship a policy-rc.d that forbids starts; where there is none, one is put in
+# place for the duration of the install.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\n# installed by nfs-provisioner hack/install-deps.sh for one install\nexit 101\n' >"$policy"
+	chmod +x "$policy"
+	trap 'rm -f "$policy"' EXIT
+fi
 retry() {
 	local n
 	for n in 1 2 3 4 5; do
