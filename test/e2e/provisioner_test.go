@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,6 +28,17 @@ func TestClaimLifecycle(t *testing.T) {
 	c := framework.Shared(t)
 	ns := c.Namespace(t)
 	p := startProvisioner(t, c, provisionerConfig{Namespace: ns})
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", p.httpPort, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
+			t.Errorf("GET %s: %s %q", path, resp.Status, body)
+		}
+	}
 
 	for _, mode := range []volume.OnDelete{volume.OnDeleteDelete, volume.OnDeleteRetain, volume.OnDeleteArchive} {
 		t.Run(string(mode), func(t *testing.T) {
