@@ -188,7 +188,9 @@ func (d *demo) applyManifests(ctx context.Context) error {
 		for i := range replicas {
 			name := claimPrefix + strconv.Itoa(i)
 			t0 := time.Now()
-			pv, err := waitBound(ctx, d.client, name)
+			wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			pv, err := framework.WaitBound(wait, d.client, namespace, name)
+			cancel()
 			if err != nil {
 				return err
 			}
@@ -197,27 +199,6 @@ func (d *demo) applyManifests(ctx context.Context) error {
 		}
 		return nil
 	})
-}
-
-func waitBound(ctx context.Context, client kubernetes.Interface, name string) (*v1.PersistentVolume, error) {
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		pvc, err := client.CoreV1().PersistentVolumeClaims(namespace).Get(ctx, name, metav1.GetOptions{})
-		if err == nil && pvc.Status.Phase == v1.ClaimBound {
-			return client.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{})
-		}
-		if err != nil && !apierrors.IsNotFound(err) {
-			return nil, err
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("claim %s not Bound after 2 minutes", name)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 func (d *demo) pvOf(ctx context.Context, claim string) (*v1.PersistentVolume, error) {

@@ -220,18 +220,12 @@ func createClaim(t testing.TB, c *framework.Cluster, pvc *v1.PersistentVolumeCla
 // waitBound waits until the claim is Bound and returns its PV.
 func waitBound(t testing.TB, c *framework.Cluster, ns, name string) *v1.PersistentVolume {
 	t.Helper()
-	var pv *v1.PersistentVolume
-	framework.Eventually(t, 60*time.Second, "PVC "+ns+"/"+name+" Bound", func() (bool, error) {
-		pvc, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Get(t.Context(), name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return false, nil // a StatefulSet makes its claims a moment later
-		}
-		if err != nil || pvc.Status.Phase != v1.ClaimBound {
-			return false, err
-		}
-		pv, err = c.Client.CoreV1().PersistentVolumes().Get(t.Context(), pvc.Spec.VolumeName, metav1.GetOptions{})
-		return err == nil, err
-	})
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	pv, err := framework.WaitBound(ctx, c.Client, ns, name)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return pv
 }
 

@@ -89,19 +89,13 @@ func (v *volumes) claim(t *testing.T, pod string) string {
 	if _, err := v.cluster.Client.CoreV1().PersistentVolumeClaims(v.namespace).Create(t.Context(), pvc, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	var dir string
-	framework.Eventually(t, 60*time.Second, "claim "+pvc.Name+" Bound", func() (bool, error) {
-		got, err := v.cluster.Client.CoreV1().PersistentVolumeClaims(v.namespace).Get(t.Context(), pvc.Name, metav1.GetOptions{})
-		if err != nil || got.Status.Phase != corev1.ClaimBound {
-			return false, err
-		}
-		pv, err := v.cluster.Client.CoreV1().PersistentVolumes().Get(t.Context(), got.Spec.VolumeName, metav1.GetOptions{})
-		if err != nil {
-			return false, err
-		}
-		dir = filepath.Join(v.exportDir, pv.Annotations[volume.AnnDirectory])
-		return true, nil
-	})
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	pv, err := framework.WaitBound(ctx, v.cluster.Client, v.namespace, pvc.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(v.exportDir, pv.Annotations[volume.AnnDirectory])
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		t.Fatalf("the volume of %s is not a directory in the store: %v", pvc.Name, err)
 	}
