@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -698,7 +699,7 @@ func readDeployFile(t testing.TB, name string) []byte {
 // kubectl runs kubectl against the cluster of kubeconfig, with stdin if not
 // nil, and returns its standard output and error together.
 func kubectl(kubeconfig string, stdin []byte, args ...string) (string, error) {
-	cmd := execCommand("kubectl", append([]string{"--kubeconfig=" + kubeconfig}, args...)...)
+	cmd := exec.Command("kubectl", append([]string{"--kubeconfig=" + kubeconfig}, args...)...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

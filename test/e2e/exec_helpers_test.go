@@ -9,8 +9,6 @@ import (
 	"time"
 )
 
-func execCommand(bin string, args ...string) *exec.Cmd { return exec.Command(bin, args...) }
-
 // filteredEnv is the test's environment without the named variables.
 func filteredEnv(drop ...string) []string {
 	var env []string

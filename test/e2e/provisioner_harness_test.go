@@ -116,9 +116,6 @@ func (p *testProvisioner) stop() {
 	if p.t.Failed() {
 		p.t.Logf("last lines of %s:\n%s", p.logFile, p.proc.Tail(60))
 	}
-	if strings.Contains(p.log(), "forbidden") {
-		p.t.Logf("note: the provisioner's log mentions 'forbidden'")
-	}
 }
 
 func (p *testProvisioner) log() string {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -323,7 +324,7 @@ func TestStartupFailures(t *testing.T) {
 		{"unknown flag", []string{"-no-such-flag"}, "flag provided but not defined"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := execCommand(bin, append([]string{"-kubeconfig=" + kubeconfig}, tc.args...)...)
+			cmd := exec.Command(bin, append([]string{"-kubeconfig=" + kubeconfig}, tc.args...)...)
 			cmd.Env = filteredEnv("POD_IP", "SERVICE_NAME", "POD_NAMESPACE")
 			out, err := runWithTimeout(cmd, 30*time.Second)
 			if err == nil {
