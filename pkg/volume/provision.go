@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
@@ -29,27 +30,17 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	if err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
-	request := claim.Spec.Resources.Requests[v1.ResourceStorage]
 
 	unlock := p.locks.lock(opts.PVName)
 	defer unlock()
 
-	_, known := p.reg.lookup(opts.PVName)
-	if !known && p.opts.MaxExports >= 0 && p.reg.count() >= p.opts.MaxExports {
-		return nil, controller.ProvisioningFinished, fmt.Errorf("the provisioner's limit of %d exports (-max-exports) is reached", p.opts.MaxExports)
-	}
-	free, err := p.opts.Store.Free()
-	if err != nil {
-		return nil, controller.ProvisioningFinished, err
-	}
-	if !known && uint64(request.Value()) > free {
-		return nil, controller.ProvisioningFinished, fmt.Errorf("requested %s is more than the %d bytes free in the export dir %s",
-			request.String(), free, p.opts.Store.Root())
-	}
-
+	// A repeated call reuses what the first one made: same directory, no
+	// limits to check again.
 	dir := DirectoryName(claim.Namespace, claim.Name, opts.PVName)
-	if rec, ok := p.reg.lookup(opts.PVName); ok {
-		dir = rec.dir // the name stays what the first call chose
+	if rec, known := p.reg.lookup(opts.PVName); known {
+		dir = rec.dir
+	} else if err := p.checkRoom(claim.Spec.Resources.Requests[v1.ResourceStorage]); err != nil {
+		return nil, controller.ProvisioningFinished, err
 	}
 	created, err := p.opts.Store.Create(dir, params.UID, params.GID, params.Mode)
 	if err != nil {
@@ -72,6 +63,22 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	pv := p.buildPV(opts, params, dir, id)
 	logger.Info("Provisioned volume", "directory", dir, "exportID", id, "server", p.opts.Server, "path", PseudoPath(dir))
 	return pv, controller.ProvisioningFinished, nil
+}
+
+// checkRoom refuses a new volume past -max-exports or larger than the
+// store's free space.
+func (p *Provisioner) checkRoom(request resource.Quantity) error {
+	if p.opts.MaxExports >= 0 && p.reg.count() >= p.opts.MaxExports {
+		return fmt.Errorf("the provisioner's limit of %d exports (-max-exports) is reached", p.opts.MaxExports)
+	}
+	free, err := p.opts.Store.Free()
+	if err != nil {
+		return err
+	}
+	if uint64(request.Value()) > free {
+		return fmt.Errorf("requested %s is more than the %d bytes free in the export dir %s", request.String(), free, p.opts.Store.Root())
+	}
+	return nil
 }
 
 // export adds the export of dir under id. When ganesha serves id for
