@@ -307,7 +307,7 @@ func TestReconcile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := ReconcileResult{Volumes: 3, Reexported: 2, StrayExports: 1, DuplicateIDs: 1, RemovedOrphans: 1, ArchivedOrphans: 1, AlreadyExported: 1}
+	want := ReconcileResult{Volumes: 3, Reexported: 2, StrayExports: 1, Refused: 1, Leftovers: 2, AlreadyExported: 1}
 	if res != want {
 		t.Fatalf("result %+v, want %+v", res, want)
 	}

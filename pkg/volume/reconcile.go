@@ -19,18 +19,6 @@ const (
 	ReasonBadAnnotations    = "VolumeAnnotationsInvalid"
 )
 
-// ReconcileResult counts what Reconcile found and did.
-type ReconcileResult struct {
-	Volumes          int // PVs of this store
-	Reexported       int // exports added back
-	StrayExports     int // exports removed because no PV owns them
-	DuplicateIDs     int // PVs moved to a new export ID
-	MissingDirs      int // PVs whose directory is gone
-	RemovedOrphans   int // empty directories without a PV, removed
-	ArchivedOrphans  int // directories with data but without a PV, archived
-	AlreadyExported  int // exports that were live already
-	InvalidAnnotated int // PVs whose annotations could not be read
-}
 
 // Reconcile makes the NFS server and the store agree with the PVs, which are
 // the source of truth. It must run before the provisioner serves claims:
@@ -86,7 +74,7 @@ func (p *Provisioner) Reconcile(ctx context.Context) (ReconcileResult, error) {
 			return res, fmt.Errorf("PV %s: %w", v.pv.Name, err)
 		}
 		if !ok {
-			res.MissingDirs++
+			res.Missing++
 			p.warn(v.pv, ReasonDirectoryMissing, fmt.Sprintf("directory %s of this volume is missing from the export dir; it is not exported, and was not recreated empty so the loss is noticed", v.vol.dir))
 			continue
 		}
@@ -107,8 +95,8 @@ func (p *Provisioner) Reconcile(ctx context.Context) (ReconcileResult, error) {
 	p.reconciled.Store(true)
 	logger.Info("Reconciled exports and directories with PersistentVolumes", "volumes", res.Volumes,
 		"alreadyExported", res.AlreadyExported, "reexported", res.Reexported, "strayExports", res.StrayExports,
-		"duplicateIDs", res.DuplicateIDs, "missingDirectories", res.MissingDirs,
-		"removedOrphans", res.RemovedOrphans, "archivedOrphans", res.ArchivedOrphans)
+		"duplicateIDs", res.Refused, "missingDirectories", res.Missing,
+		"removedOrphans", res.Leftovers, "archivedOrphans", res.Leftovers)
 	return res, nil
 }
 
@@ -128,7 +116,7 @@ func (p *Provisioner) volumesOfStore(ctx context.Context, pvs []v1.PersistentVol
 		}
 		vol, err := p.volumeOf(pv)
 		if err != nil {
-			res.InvalidAnnotated++
+			res.Unreadable++
 			p.warn(pv, ReasonBadAnnotations, err.Error())
 			continue
 		}
@@ -162,7 +150,7 @@ func (p *Provisioner) volumesOfStore(ctx context.Context, pvs []v1.PersistentVol
 		}
 		p.warn(v.pv, ReasonDuplicateExportID, msg)
 		v.vol.id = id
-		res.DuplicateIDs++
+		res.Refused++
 	}
 	return mine
 }
@@ -198,7 +186,7 @@ func (p *Provisioner) collectOrphans(ctx context.Context, mine []ownedVolume, re
 				return err
 			}
 			logger.Info("Removed an empty directory that no PV owns", "directory", dir)
-			res.RemovedOrphans++
+			res.Leftovers++
 			continue
 		}
 		name, err := p.opts.Store.Archive(dir, p.opts.Clock.Now())
@@ -206,7 +194,7 @@ func (p *Provisioner) collectOrphans(ctx context.Context, mine []ownedVolume, re
 			return err
 		}
 		logger.Info("Archived a directory with data that no PV owns", "directory", dir, "archive", name)
-		res.ArchivedOrphans++
+		res.Leftovers++
 	}
 	return nil
 }
