@@ -1,26 +1,37 @@
-package volume
+package directory
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 )
 
-func newTestStore(t *testing.T) *Store {
+func newTestStore(t *testing.T) *Backend {
 	t.Helper()
-	s, err := NewStore(t.TempDir())
+	s, err := New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
+var ctx = context.Background()
+
+// create is Create with the arguments the tests vary.
+func create(s *Backend, name string, uid, gid int, mode os.FileMode) (bool, error) {
+	_, created, err := s.Create(ctx, storage.Spec{Name: name, Kind: storage.Directory, UID: uid, GID: gid, Mode: mode})
+	return created, err
+}
+
 func TestStoreCreate(t *testing.T) {
 	s := newTestStore(t)
-	created, err := s.Create("vol", 1234, 5678, 0o2770|0)
+	created, err := create(s, "vol", 1234, 5678, 0o2770|0)
 	if err != nil || !created {
 		t.Fatalf("Create: created=%v err=%v", created, err)
 	}
@@ -35,7 +46,7 @@ func TestStoreCreate(t *testing.T) {
 	if fi.Mode().Perm() != 0o770 {
 		t.Errorf("mode %v, want 0770 despite the umask", fi.Mode())
 	}
-	created, err = s.Create("vol", 0, 0, 0o777)
+	created, err = create(s, "vol", 0, 0, 0o777)
 	if err != nil || created {
 		t.Fatalf("second Create: created=%v err=%v, want reuse", created, err)
 	}
@@ -47,14 +58,14 @@ func TestStoreRefusesEscapes(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(s.Root(), "link")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create("link", 0, 0, 0o777); err == nil || !strings.Contains(err.Error(), "outside the export dir") {
+	if _, err := create(s, "link", 0, 0, 0o777); err == nil || !strings.Contains(err.Error(), "outside the export dir") {
 		t.Fatalf("Create through a symlink: %v", err)
 	}
-	if err := s.Remove("link"); err == nil {
+	if err := s.Remove(ctx, "link"); err == nil {
 		t.Fatal("Remove followed a symlink out of the store")
 	}
 	for _, bad := range []string{"../x", ".state", "a/b", ""} {
-		if _, err := s.Create(bad, 0, 0, 0o777); err == nil {
+		if _, err := create(s, bad, 0, 0, 0o777); err == nil {
 			t.Errorf("Create(%q) accepted", bad)
 		}
 	}
@@ -67,43 +78,43 @@ func TestStoreRemoveArchive(t *testing.T) {
 	s := newTestStore(t)
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	for _, name := range []string{"a", "b", "c"} {
-		if _, err := s.Create(name, 0, 0, 0o755); err != nil {
+		if _, err := create(s, name, 0, 0, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(s.Root(), name, "data"), []byte(name), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Remove("a"); err != nil {
+	if err := s.Remove(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Remove("a"); err != nil {
+	if err := s.Remove(ctx, "a"); err != nil {
 		t.Fatalf("second Remove: %v", err)
 	}
-	got, err := s.Archive("b", now)
+	got, err := s.Archive(ctx, "b", now)
 	if err != nil || got != "archived-b" {
 		t.Fatalf("Archive: %q %v", got, err)
 	}
 	// A second archive of the same name keeps both.
-	if _, err := s.Create("b", 0, 0, 0o755); err != nil {
+	if _, err := create(s, "b", 0, 0, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	got, err = s.Archive("b", now)
+	got, err = s.Archive(ctx, "b", now)
 	if err != nil || !strings.HasPrefix(got, "archived-b-2026") {
 		t.Fatalf("second Archive: %q %v", got, err)
 	}
 	if data, err := os.ReadFile(filepath.Join(s.Root(), "archived-b", "data")); err != nil || string(data) != "b" {
 		t.Fatalf("first archive lost: %q %v", data, err)
 	}
-	dirs, err := s.VolumeDirectories()
+	dirs, err := s.List(ctx)
 	if err != nil || len(dirs) != 1 || dirs[0] != "c" {
 		t.Fatalf("VolumeDirectories = %v %v, want [c]", dirs, err)
 	}
 	if empty, _ := s.IsEmpty("c"); empty {
 		t.Fatal("c is not empty")
 	}
-	free, err := s.Free()
-	if err != nil || free == 0 {
-		t.Fatalf("Free = %d %v", free, err)
+	u, err := s.Usage(ctx)
+	if err != nil || u.Free == 0 || u.Total < u.Free || u.Allocated != 0 {
+		t.Fatalf("Usage = %+v %v", u, err)
 	}
 }
