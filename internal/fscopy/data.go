@@ -57,11 +57,18 @@ func copyRangeUnsupported(err error) bool {
 }
 
 // copySparse copies the data extents of sfd's first size bytes into dfd at the
-// same offsets, skipping holes, and then sets dfd's size, so holes stay holes.
+// same offsets, skipping holes, into a dfd of the same size, so holes stay
+// holes.
 // Holes count as done for progress. A source that shrinks meanwhile (a live
 // volume) is copied up to where its data ended; the result has the size seen
 // at open.
 func copySparse(ctx context.Context, dfd, sfd int, size int64, p *progress) (written int64, err error) {
+	// Size first: writes below EOF keep XFS from preallocating past each
+	// write's end, which would turn the holes between extents into
+	// allocated (unwritten) blocks.
+	if err := unix.Ftruncate(dfd, size); err != nil {
+		return 0, fmt.Errorf("truncate to %d: %w", size, err)
+	}
 	useRange := true
 	var buf []byte
 	off := int64(0)
@@ -96,7 +103,9 @@ extents:
 			if useRange {
 				roff, woff := off, off
 				w, err = unix.CopyFileRange(sfd, &roff, dfd, &woff, n, 0)
-				if err != nil && copyRangeUnsupported(err) && w == 0 {
+				if err != nil && copyRangeUnsupported(err) {
+					// Nothing was copied (the call failed as a whole):
+					// continue from off with pread/pwrite.
 					useRange = false
 					continue
 				}
@@ -124,9 +133,6 @@ extents:
 		}
 	}
 	p.add(size - off)
-	if err := unix.Ftruncate(dfd, size); err != nil {
-		return written, fmt.Errorf("truncate to %d: %w", size, err)
-	}
 	return written, nil
 }
 
