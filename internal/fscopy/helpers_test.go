@@ -31,7 +31,7 @@ func mountFS(t testing.TB, fstype string, sizeMiB int64) string {
 	}
 	mkfs := map[string][]string{
 		"xfs":  {"mkfs.xfs", "-q", "-m", "reflink=1", img},
-		"ext4": {"mkfs.ext4", "-q", "-F", img},
+		"ext4": {"mkfs.ext4", "-q", "-F", "-b", "4096", img}, // 4 KiB blocks: room for big xattrs
 	}[fstype]
 	run(t, mkfs...)
 	dev := strings.TrimSpace(run(t, "losetup", "-f", "--show", img))

@@ -16,7 +16,7 @@ type node struct {
 	name string
 }
 
-func fdNode(fd int) node                   { return node{fd: fd} }
+func fdNode(fd int) node                  { return node{fd: fd} }
 func entryNode(dir int, name string) node { return node{fd: -1, dir: dir, name: name} }
 
 func (n node) listxattr(buf []byte) (int, error) {
@@ -53,6 +53,9 @@ func copyXattrs(dst, src node) error {
 			continue
 		}
 		attr := string(name)
+		if xfsACLAlias(attr) {
+			continue
+		}
 		val, err := readXattr(func(b []byte) (int, error) { return src.getxattr(attr, b) })
 		if err == unix.ENODATA {
 			continue // removed since it was listed (a live source)
@@ -65,6 +68,14 @@ func copyXattrs(dst, src node) error {
 		}
 	}
 	return nil
+}
+
+// xfsACLAlias tells the names under which XFS also lists an inode's POSIX
+// ACLs (its on-disk form). The ACLs are copied as system.posix_acl_*; copied
+// under these names too they would land on another filesystem as plain,
+// meaningless trusted.* attributes.
+func xfsACLAlias(name string) bool {
+	return name == "trusted.SGI_ACL_FILE" || name == "trusted.SGI_ACL_DEFAULT"
 }
 
 // readXattr runs a size-then-read xattr call, again if the value grew in

@@ -93,10 +93,11 @@ func sameInode(a, b *unix.Stat_t) bool {
 	return a.Dev == b.Dev && a.Ino == b.Ino && a.Mode&unix.S_IFMT == b.Mode&unix.S_IFMT
 }
 
-// readNames lists the directory open as fd, without . and ... Each directory
-// is listed once, right after it was opened, so reading from fd's own offset
-// is enough.
+// readNames lists the directory open as fd, without . and .., from its start.
 func readNames(fd int) ([]string, error) {
+	if _, err := unix.Seek(fd, 0, unix.SEEK_SET); err != nil {
+		return nil, fmt.Errorf("rewind directory: %w", err)
+	}
 	var names []string
 	buf := make([]byte, 64<<10)
 	for {

@@ -74,7 +74,9 @@ const maxRetries = 3
 // ACLs (system.posix_acl_*).
 //
 // Not preserved: change and birth times (the kernel sets them), inode flags
-// (chattr: immutable, append-only, nodump), hard links to inodes outside the
+// (chattr: immutable, append-only, nodump), the source's own symlink access
+// times (readlink updates them and has no O_NOATIME; the copy gets the value
+// from before), hard links to inodes outside the
 // tree (each becomes its own file), trusted.* when the caller lacks
 // CAP_SYS_ADMIN (the kernel hides them), and a sparse file's unwritten
 // (preallocated) extents, which are holes to SEEK_DATA. A mount point inside
