@@ -375,10 +375,7 @@ func (c *treeCopier) copySubdir(ddir, sdir int, rel, name string, st *unix.Stat_
 	if err := c.copyDir(dfd, sfd, rel); err != nil {
 		return err
 	}
-	if err := setMeta(fdNode(dfd), fdNode(sfd), sst, false); err != nil {
-		return err
-	}
-	if err := setTimes(ddir, name, sst); err != nil {
+	if err := setEntryMeta(fdNode(dfd), fdNode(sfd), ddir, name, sst, false); err != nil {
 		return err
 	}
 	c.stats.Dirs++
@@ -400,10 +397,7 @@ func (c *treeCopier) copyRegular(ddir, sdir int, name string, st *unix.Stat_t) e
 	if err != nil {
 		return err
 	}
-	if err := setMeta(fdNode(dfd), fdNode(sfd), sst, false); err != nil {
-		return err
-	}
-	if err := setTimes(ddir, name, sst); err != nil {
+	if err := setEntryMeta(fdNode(dfd), fdNode(sfd), ddir, name, sst, false); err != nil {
 		return err
 	}
 	c.stats.Files++
@@ -426,10 +420,7 @@ func (c *treeCopier) copySymlink(ddir, sdir int, name string, st *unix.Stat_t) e
 	if err := unix.Symlinkat(target, ddir, name); err != nil {
 		return fmt.Errorf("symlink: %w", err)
 	}
-	if err := setMeta(entryNode(ddir, name), entryNode(sdir, name), st, true); err != nil {
-		return err
-	}
-	if err := setTimes(ddir, name, st); err != nil {
+	if err := setEntryMeta(entryNode(ddir, name), entryNode(sdir, name), ddir, name, st, true); err != nil {
 		return err
 	}
 	c.stats.Symlinks++
@@ -471,14 +462,20 @@ func (c *treeCopier) copySpecial(ddir, sdir int, rel, name string, st *unix.Stat
 	if err := unix.Fstatat(sdir, name, &now, unix.AT_SYMLINK_NOFOLLOW); err != nil || !sameInode(st, &now) {
 		return errChanged
 	}
-	if err := setMeta(entryNode(ddir, name), entryNode(sdir, name), st, false); err != nil {
-		return err
-	}
-	if err := setTimes(ddir, name, st); err != nil {
+	if err := setEntryMeta(entryNode(ddir, name), entryNode(sdir, name), ddir, name, st, false); err != nil {
 		return err
 	}
 	c.stats.Specials++
 	return nil
+}
+
+// setEntryMeta gives the copy dst, entry name of ddir, the metadata of its
+// source src: owner, xattrs, mode, then times.
+func setEntryMeta(dst, src node, ddir int, name string, st *unix.Stat_t, isLink bool) error {
+	if err := setMeta(dst, src, st, isLink); err != nil {
+		return err
+	}
+	return setTimes(ddir, name, st)
 }
 
 // emptyDir removes everything inside dir after a failed CopyTree. dir was
