@@ -17,6 +17,7 @@ if [ ${#packages[@]} -eq 0 ]; then
 		libnfs-utils                                      # real NFS clients for tests
 		openssl util-linux procps iproute2 curl           # harness helpers (setpriv, ss)
 		mariadb-server mariadb-client mariadb-backup socat # test/mysql
+		xfsprogs                                          # filesystem volumes; reflink tests (internal/fscopy)
 	)
 fi
 
