@@ -322,4 +322,3 @@ func TestDeleteIgnoresOtherStores(t *testing.T) {
 		t.Fatalf("Delete with a path annotation: %v", err)
 	}
 }
-

@@ -2,12 +2,14 @@ package directory
 
 import (
 	"context"
-	"fmt"
 
+	"github.com/nfs-provisioner/nfs-provisioner/internal/fscopy"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 )
 
-// copyTree is replaced by internal/fscopy's tree copy.
+// copyTree copies a live directory volume for a clone: owners, modes,
+// times, xattrs, hard links and holes, never following a symlink.
 func copyTree(ctx context.Context, dst, src string, progress storage.Progress) error {
-	return fmt.Errorf("copy %s: %w", src, storage.ErrUnsupported)
+	_, err := fscopy.CopyTree(ctx, dst, src, fscopy.TreeOptions{Progress: progress})
+	return err
 }
