@@ -2,6 +2,7 @@ package directory
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,5 +117,49 @@ func TestStoreRemoveArchive(t *testing.T) {
 	u, err := s.Usage(ctx)
 	if err != nil || u.Free == 0 || u.Total < u.Free || u.Allocated != 0 {
 		t.Fatalf("Usage = %+v %v", u, err)
+	}
+}
+
+func TestCloneCopiesTheTreeWhole(t *testing.T) {
+	s := newTestStore(t)
+	if _, err := create(s, "src", 999, 999, 0o770); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(s.Root(), "src")
+	if err := os.WriteFile(filepath.Join(src, "a"), []byte("data"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(filepath.Join(src, "a"), filepath.Join(src, "b")); err != nil {
+		t.Fatal(err)
+	}
+	spec := storage.Spec{Name: "dst", Kind: storage.Directory, UID: 999, GID: 999, Mode: 0o770}
+	v, created, err := s.Clone(ctx, "src", spec, nil)
+	if err != nil || !created || v.Path != filepath.Join(s.Root(), "dst") {
+		t.Fatalf("Clone: %+v %v %v", v, created, err)
+	}
+	var a, b syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(v.Path, "a"), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Stat(filepath.Join(v.Path, "b"), &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Ino != b.Ino || a.Mode&0o777 != 0o640 {
+		t.Fatalf("hard link or mode lost: %+v %+v", a, b)
+	}
+	if data, _ := os.ReadFile(filepath.Join(v.Path, "a")); string(data) != "data" {
+		t.Fatalf("data %q", data)
+	}
+	// A repeated call finds the finished clone; no hidden copy is left.
+	if _, created, err := s.Clone(ctx, "src", spec, nil); err != nil || created {
+		t.Fatalf("second Clone: %v %v", created, err)
+	}
+	names, _ := s.List(ctx)
+	entries, _ := os.ReadDir(s.Root())
+	if len(names) != 2 || len(entries) != 2 {
+		t.Fatalf("volumes %v, entries %d: a hidden copy was left", names, len(entries))
+	}
+	if _, _, err := s.Clone(ctx, "missing", storage.Spec{Name: "x", Kind: storage.Directory}, nil); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("clone of a missing source: %v", err)
 	}
 }
