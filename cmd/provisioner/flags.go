@@ -33,6 +33,7 @@ type options struct {
 	kubeAPIBurst      int
 	httpAddress       string
 	threads           int
+	runtimeDir        string
 	reconcileInterval time.Duration
 	intentGrace       time.Duration
 	overcommit        float64
@@ -65,6 +66,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 200, "Burst of queries to the API server.")
 	fs.StringVar(&o.httpAddress, "http-address", ":8080", "Address of /healthz and /readyz; empty turns them off.")
 	fs.IntVar(&o.threads, "worker-threads", 8, "Claims and volumes worked on at once.")
+	fs.StringVar(&o.runtimeDir, "runtime-dir", "", "Where ganesha's D-Bus socket, PID files and capped logs live while it runs; never on an exported filesystem. Default: /run/nfs-provisioner/<hash of the export dir>.")
 	fs.DurationVar(&o.reconcileInterval, "reconcile-interval", time.Minute, "How often exports are reconciled with the PVs (also on every PV change). Reconciliation never removes data.")
 	fs.DurationVar(&o.intentGrace, "intent-grace", 10*time.Minute, "How long an unfinished provision waits for its PV before what it made may be removed, once its claim is gone or bound elsewhere.")
 	fs.Float64Var(&o.overcommit, "overcommit", 1.0, "How many times the store's size the sizes of filesystem volumes (fsType) may add up to; 1 means no overcommit.")

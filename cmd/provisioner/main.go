@@ -262,8 +262,13 @@ func startNFS(ctx context.Context, o *options, stateDir string) (volume.Exporter
 		}
 		return m, func() error { return nil }, func() {}, nil
 	}
+	runtimeDir := o.runtimeDir
+	if runtimeDir == "" {
+		runtimeDir = ganesha.DefaultRuntimeDir(ganeshaDir)
+	}
 	srv, err := ganesha.NewServer(ganesha.Config{
 		StateDir:    ganeshaDir,
+		RuntimeDir:  runtimeDir,
 		BindAddress: o.bindAddress,
 		NFSPort:     o.nfsPort,
 		MountdPort:  o.mountdPort,

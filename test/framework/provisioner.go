@@ -138,7 +138,7 @@ func waitProvisionerReady(ctx context.Context, p *Process, port int) error {
 // serves now, asked over its private D-Bus.
 func ProvisionerExports(ctx context.Context, exportDir string) ([]ganesha.Export, error) {
 	dir := filepath.Join(exportDir, volume.StateDirName, "ganesha")
-	m, err := ganesha.ConnectExportManager("unix:path="+filepath.Join(dir, "run", "dbus.sock"), dir)
+	m, err := ganesha.ConnectExportManager(ganesha.BusAddressOf(ganesha.DefaultRuntimeDir(dir)), dir)
 	if err != nil {
 		return nil, fmt.Errorf("connect to ganesha of %s: %w", exportDir, err)
 	}
