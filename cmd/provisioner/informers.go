@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -19,7 +21,9 @@ type sharedInformers struct {
 // is added, changed or deleted, so that the reconciler acts at once rather
 // than at its next interval.
 func newInformers(client kubernetes.Interface, onPVChange func()) *sharedInformers {
-	f := informers.NewSharedInformerFactory(client, 0)
+	// The library's resync period: a claim dropped by a failed check is
+	// looked at again at the latest then.
+	f := informers.NewSharedInformerFactory(client, 15*time.Minute)
 	s := &sharedInformers{
 		factory: f,
 		claims:  f.Core().V1().PersistentVolumeClaims().Informer(),

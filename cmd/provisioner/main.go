@@ -149,6 +149,16 @@ func run(ctx context.Context, o *options) error {
 	go prov.RunReconciler(ctx, o.reconcileInterval)
 	logger.Info("Serving; provisioning starts after the first reconciliation", "provisioner", o.provisioner, "exportDir", dirs.Root(),
 		"server", server, "identity", identity)
+	// The library drops a claim that ShouldProvision turns away until the
+	// claim changes, so the controller starts only once there has been a
+	// reconciliation pass.
+	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		return prov.Reconciled(), nil
+	}); err != nil {
+		logger.Info("Shutting down before the first reconciliation")
+		return nil
+	}
+	logger.Info("Ready to provision")
 
 	newController := func() *controller.ProvisionController {
 		return controller.NewProvisionController(logger, client, o.provisioner, prov,
