@@ -173,9 +173,9 @@ func (p *Provisioner) Reconcile(ctx context.Context) (res ReconcileResult, err e
 	if err := p.collectLeftovers(ctx, named, &res); err != nil {
 		return res, err
 	}
-	p.reconciled.Store(true)
+	first := !p.reconciled.Swap(true)
 	p.opts.Observer.Reconciled(res)
-	logger.V(boolToLevel(res.changed())).Info("Reconciled exports and volumes with PersistentVolumes", "volumes", res.Volumes,
+	logger.V(boolToLevel(first || res.changed())).Info("Reconciled exports and volumes with PersistentVolumes", "volumes", res.Volumes,
 		"alreadyExported", res.AlreadyExported, "reexported", res.Reexported, "converged", res.Converged,
 		"strayExports", res.StrayExports, "missing", res.Missing, "refused", res.Refused, "unreadable", res.Unreadable,
 		"leftovers", res.Leftovers, "reapedIntents", res.ReapedIntents)
@@ -186,7 +186,8 @@ func (r ReconcileResult) changed() bool {
 	return r.Reexported+r.Converged+r.StrayExports+r.Missing+r.Refused+r.Unreadable+r.ReapedIntents > 0
 }
 
-// boolToLevel logs passes that changed something at level 0, quiet ones at 2.
+// boolToLevel logs the first pass and passes that changed something at
+// level 0, quiet ones at 2.
 func boolToLevel(changed bool) int {
 	if changed {
 		return 0
