@@ -127,9 +127,16 @@ func (m *ExportManager) writeIncludes() error {
 
 func (m *ExportManager) writeIncludesLocked() error {
 	ids := slices.Sorted(maps.Keys(m.known))
-	files := make([]string, len(ids))
-	for i, id := range ids {
-		files[i] = m.fileOf(id)
+	files := make([]string, 0, len(ids))
+	for _, id := range ids {
+		// An export whose directory is gone (a filesystem volume that could
+		// not be mounted again) is left out until it is back: ganesha would
+		// refuse to start, or serve the empty mount point's filesystem.
+		if _, err := os.Lstat(m.known[id].Path); err != nil {
+			klog.ErrorS(err, "Not serving an export whose directory is missing; its file is kept", "exportID", id, "path", m.known[id].Path)
+			continue
+		}
+		files = append(files, m.fileOf(id))
 	}
 	// Derived from the export files, so not fsynced: a torn write after a
 	// power loss is repaired on the next start (load rewrites it).
