@@ -139,5 +139,5 @@ func fsUUID(t testing.TB, image string) string {
 }
 
 func spec(name string, kind storage.Kind, size int64) storage.Spec {
-	return storage.Spec{Name: name, Kind: kind, Size: size, UID: 1000, GID: 2000, Mode: 0o2775}
+	return storage.Spec{Name: name, Kind: kind, Size: size, UID: 1000, GID: 2000, Mode: os.ModeSetgid | 0o775}
 }

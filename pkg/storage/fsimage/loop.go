@@ -15,6 +15,9 @@ import (
 // loopMajor is the block major number of loop devices (Documentation/admin-guide/devices.txt).
 const loopMajor = 7
 
+// loopBlockSize is the logical block size of our loop devices.
+const loopBlockSize = 4096
+
 // loopDevice is one attached loop device.
 type loopDevice struct {
 	Index int
@@ -149,7 +152,10 @@ func attachLoop(image string) (loopDevice, *os.File, error) {
 			time.Sleep(time.Millisecond)
 			continue
 		}
-		cfg := unix.LoopConfig{Fd: uint32(img.Fd())}
+		// 4 KiB logical blocks whatever the store: direct I/O needs the
+		// loop's blocks aligned to the backing file's direct I/O alignment,
+		// which is the store's block size for a reflinked file on XFS.
+		cfg := unix.LoopConfig{Fd: uint32(img.Fd()), Size: loopBlockSize}
 		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR | unix.LO_FLAGS_DIRECT_IO
 		err = unix.IoctlLoopConfigure(int(dev.Fd()), &cfg)
 		if errors.Is(err, unix.EINVAL) {

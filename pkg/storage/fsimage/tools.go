@@ -35,14 +35,16 @@ func run(ctx context.Context, ok []int, name string, args ...string) (int, error
 	return code, fmt.Errorf("%s %s: exit %d: %s", name, strings.Join(args, " "), code, strings.TrimSpace(out.String()))
 }
 
-// mkfs formats image as kind. Both are made cheap: no discard (the image is
+// mkfs formats image as kind, with 4 KiB sectors and blocks: the loop
+// device has 4 KiB logical blocks (see attachLoop), which a filesystem with
+// 512-byte sectors cannot be mounted on. Both are made cheap: no discard (the image is
 // a fresh sparse file, already zero), and ext4 leaves inode tables and the
 // journal to be initialised lazily. ext4 reserves no blocks for root: the
 // volume's whole size belongs to its users.
 func mkfs(ctx context.Context, kind string, image string) error {
 	switch kind {
 	case "xfs":
-		_, err := run(ctx, nil, "mkfs.xfs", "-q", "-f", "-K", image)
+		_, err := run(ctx, nil, "mkfs.xfs", "-q", "-f", "-K", "-s", "size=4096", image)
 		return err
 	case "ext4":
 		_, err := run(ctx, nil, "mkfs.ext4", "-q", "-F", "-b", "4096", "-m", "0",
