@@ -135,6 +135,14 @@ func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data s
 			return fmt.Errorf("check filesystem of %s before mounting: %w", image, err)
 		}
 	}
+	// libblkid (ganesha asks it for the filesystem UUID it puts in every
+	// handle) trusts its cache of /dev/loopN for up to 200 s unless the
+	// node is newer than the cache entry: without this, a loop device
+	// reused for another image is given the previous image's UUID.
+	now := time.Now()
+	if err := os.Chtimes(lp.Path(), now, now); err != nil {
+		return fmt.Errorf("touch %s: %w", lp.Path(), err)
+	}
 	if err := os.Mkdir(mp, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("make mount point: %w", err)
 	}
