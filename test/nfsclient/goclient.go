@@ -23,6 +23,7 @@ type session struct {
 	target *nfs.Target
 	auth   rpc.Auth
 	dir    string
+	root   []byte // the export's root file handle
 }
 
 // dial retries the random local port the client binds: it picks one and
@@ -92,7 +93,7 @@ func mount(ctx context.Context, t Target) (*session, error) {
 		mnt.Close()
 		return nil, fmt.Errorf("nfs %s: %w", t.Pseudo, err)
 	}
-	return &session{mnt: mnt, target: target, auth: auth, dir: t.Pseudo}, nil
+	return &session{mnt: mnt, target: target, auth: auth, dir: t.Pseudo, root: fh}, nil
 }
 
 // MountError is a MOUNT3 status other than OK; 13 is MNT3ERR_ACCES.
