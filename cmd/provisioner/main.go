@@ -38,6 +38,7 @@ import (
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/health"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage/directory"
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage/fsimage"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
 )
 
@@ -82,7 +83,22 @@ func run(ctx context.Context, o *options) error {
 	}
 	defer lock.Close()
 	backends := []storage.Backend{dirs}
+	images, err := fsimage.New(ctx, fsimage.Options{
+		ImageDir: filepath.Join(state.Dir(), "images"),
+		MountDir: filepath.Join(state.Dir(), "mounts"),
+	})
+	if err != nil {
+		return err
+	}
+	backends = append(backends, images)
 	logVolumeKinds(ctx, backends, dirs.Root())
+	// Filesystem volumes that were open are mounted again before ganesha
+	// serves their exports.
+	if n, err := images.Reopen(ctx); err != nil {
+		logger.Error(err, "Some filesystem volumes could not be opened again; reconciliation reports them", "opened", n)
+	} else if n > 0 {
+		logger.Info("Opened filesystem volumes again", "volumes", n)
+	}
 
 	// The data plane: serves what the store says, before anything else.
 	exporter, alive, stopServer, err := startNFS(ctx, o, state.Dir())

@@ -201,8 +201,20 @@ func (p *Provisioner) export(ctx context.Context, pv string, v storage.Volume, i
 		if !errors.Is(err, ganesha.ErrConflict) || attempt >= 16 {
 			return 0, fmt.Errorf("export %s: %w", e.Path, err)
 		}
-		klog.FromContext(ctx).Info("Export ID is taken in ganesha by something else; trying another", "exportID", id, "err", err)
 		rec, _ := p.reg.lookup(pv)
+		// Served already under another ID (its pseudo path is the volume's
+		// own): keep that one, so clients keep their file handles.
+		if live, lerr := p.opts.Exporter.List(ctx); lerr == nil {
+			for _, l := range live {
+				if l.ID != id && l.Pseudo == e.Pseudo && l.Path == e.Path {
+					rec.id = l.ID
+					if p.reg.claim(pv, rec) == nil {
+						return l.ID, nil
+					}
+				}
+			}
+		}
+		klog.FromContext(ctx).Info("Export ID is taken in ganesha by something else; trying another", "exportID", id, "err", err)
 		p.reg.release(pv)
 		p.reg.markForeign(id)
 		if id, err = p.reg.reserve(pv, rec, -1); err != nil {

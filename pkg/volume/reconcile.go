@@ -165,7 +165,7 @@ func (p *Provisioner) Reconcile(ctx context.Context) (res ReconcileResult, err e
 			return res, fmt.Errorf("re-export PV %s: %w", o.pv.Name, err)
 		}
 		if id != o.vol.id {
-			p.recordExportID(ctx, o.pv, id, fmt.Sprintf("export ID %d is served by something else; this volume is now served under export ID %d", o.vol.id, id))
+			p.recordExportID(ctx, o.pv, id, ReasonExportIDRepaired, fmt.Sprintf("export ID %d is served by something else; this volume is now served under export ID %d", o.vol.id, id))
 		}
 		res.Reexported++
 	}
@@ -332,19 +332,25 @@ func (p *Provisioner) rebuildRegistry(ctx context.Context, all []v1.PersistentVo
 	for _, i := range moved {
 		o := &legit[i]
 		old := o.vol.id
-		id, err := p.reg.reserve(o.pv.Name, volumeRecord{name: o.vol.name, kind: o.vol.kind}, -1)
-		if err != nil {
-			p.warn(o.pv, ReasonDuplicateExportID, err.Error())
-			continue
+		rec := volumeRecord{name: o.vol.name, kind: o.vol.kind}
+		// The ID ganesha serves the volume under already, if it is free,
+		// so clients keep their file handles; else a new one.
+		id := livePseudo[o.vol.name]
+		if rec.id = id; id == 0 || id == old || p.reg.claim(o.pv.Name, rec) != nil {
+			var err error
+			if id, err = p.reg.reserve(o.pv.Name, rec, -1); err != nil {
+				p.warn(o.pv, ReasonDuplicateExportID, err.Error())
+				continue
+			}
 		}
 		o.vol.id = id
 		if old == 0 {
-			p.recordExportID(ctx, o.pv, id, fmt.Sprintf("the PV's export ID could not be read; the volume is served under export ID %d", id))
+			p.recordExportID(ctx, o.pv, id, ReasonExportIDRepaired, fmt.Sprintf("the PV's export ID could not be read; the volume is served under export ID %d", id))
 			continue
 		}
 		owner, _ := p.reg.ownerOf(old)
 		res.Refused++
-		p.recordExportID(ctx, o.pv, id, fmt.Sprintf("export ID %d is also held by the older PV %s; this volume moves to export ID %d (clients may need to remount)", old, owner, id))
+		p.recordExportID(ctx, o.pv, id, ReasonDuplicateExportID, fmt.Sprintf("export ID %d is also held by the older PV %s; this volume is served under export ID %d", old, owner, id))
 	}
 }
 
@@ -413,12 +419,12 @@ func (p *Provisioner) inFlight(name string) bool {
 
 // recordExportID writes the ID a volume is served under into its PV, so that
 // the PV records what ganesha serves, and tells the PV's users.
-func (p *Provisioner) recordExportID(ctx context.Context, pv *v1.PersistentVolume, id uint16, msg string) {
+func (p *Provisioner) recordExportID(ctx context.Context, pv *v1.PersistentVolume, id uint16, reason, msg string) {
 	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, AnnExportID, strconv.Itoa(int(id)))
 	if _, err := p.opts.Client.CoreV1().PersistentVolumes().Patch(ctx, pv.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		msg += "; recording the new ID on the PV failed: " + err.Error()
 	}
-	p.warn(pv, ReasonExportIDRepaired, msg)
+	p.warn(pv, reason, msg)
 }
 
 // collectLeftovers lists the volumes no PV names, keeps them, and reaps only

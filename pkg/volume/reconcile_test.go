@@ -97,7 +97,7 @@ func TestReconcileNeverDestroys(t *testing.T) {
 	if err != nil || !strings.Contains(string(listing), "orphan-data\tdirectory") || !strings.Contains(string(listing), "ns-gone-pv-gone") {
 		t.Fatalf("leftovers listing %q %v", listing, err)
 	}
-	if ev := f.events(); !strings.Contains(ev, ReasonExportIDRepaired) {
+	if ev := f.events(); !strings.Contains(ev, ReasonDuplicateExportID) {
 		t.Fatalf("no event about the moved export ID: %q", ev)
 	}
 	// A second pass finds nothing to do.

@@ -129,3 +129,24 @@ func (r *Raw) ReadDirPlus(dir []byte) (uint32, []string, error) {
 		names = append(names, item.Entry.FileName)
 	}
 }
+
+// FSStat is what FSSTAT reports of the filesystem behind a handle.
+type FSStat struct {
+	TotalBytes, FreeBytes, AvailBytes uint64
+	TotalFiles, FreeFiles, AvailFiles uint64
+}
+
+// FSStat sends FSSTAT for the filesystem of fh.
+func (r *Raw) FSStat(fh []byte) (uint32, FSStat, error) {
+	type args struct {
+		rpc.Header
+		FH []byte
+	}
+	var res struct {
+		Attr nfs.PostOpAttr
+		FSStat
+		Invarsec uint32
+	}
+	status, err := r.call(&args{Header: r.header(18 /* NFSPROC3_FSSTAT */), FH: fh}, &res)
+	return status, res.FSStat, err
+}
