@@ -1,7 +1,6 @@
 package volume
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 
@@ -14,9 +13,6 @@ type volumeRecord struct {
 	name string
 	kind storage.Kind
 }
-
-// errMaxExports is returned by reserve past -max-exports.
-var errMaxExports = errors.New("the provisioner's limit of exports (-max-exports) is reached")
 
 // registry maps export IDs and volume names to PVs. It is rebuilt from the
 // PVs by every reconciliation and kept current by Provision and Delete, so an
@@ -72,7 +68,7 @@ func (r *registry) reserve(pv string, rec volumeRecord, max int) (uint16, error)
 		return old.id, nil
 	}
 	if max >= 0 && len(r.byPV) >= max {
-		return 0, fmt.Errorf("%w: %d volumes", errMaxExports, max)
+		return 0, fmt.Errorf("the provisioner's limit of %d exports (-max-exports) is reached", max)
 	}
 	for i := 0; i < 65535; i++ {
 		id := uint16(int(r.last)%65535 + 1) // 1..65535; 0 is ganesha's pseudo root
