@@ -16,6 +16,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -133,6 +134,12 @@ func run(ctx context.Context, o *options) error {
 	}
 	logger.Info("Ready to provision", "provisioner", o.provisioner, "exportDir", store.Root(), "server", server,
 		"identity", identity, "reconcileDuration", time.Since(start).Round(time.Millisecond))
+
+	stopResizer, err := startResizer(ctx, client, informers.NewSharedInformerFactory(client, 0), expanderOf(prov), recorder, o.provisioner)
+	if err != nil {
+		return err
+	}
+	defer stopResizer()
 
 	ctrl := controller.NewProvisionController(logger, client, o.provisioner, prov,
 		controller.LeaderElection(false), // runElected does it; see there
