@@ -128,12 +128,13 @@ func New(o Options) (*Controller, error) {
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "resize"}),
 		infeasible: map[string]infeasibleTry{},
 	}
-	// Every change of a claim is looked at: the filter in sync is cheap,
-	// and a narrower one here (as kcm's) would miss the lowered request of
-	// a user recovering from an infeasible expansion.
 	reg, err := pvcs.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    c.enqueue,
-		UpdateFunc: func(_, obj any) { c.enqueue(obj) },
+		AddFunc: c.enqueue,
+		UpdateFunc: func(old, obj any) {
+			if relevantUpdate(old, obj) {
+				c.enqueue(obj)
+			}
+		},
 		DeleteFunc: c.forget,
 	})
 	if err != nil {
@@ -151,6 +152,22 @@ func (c *Controller) enqueue(obj any) {
 	if key, err := cache.MetaNamespaceKeyFunc(pvc); err == nil {
 		c.queue.Add(key)
 	}
+}
+
+// relevantUpdate says whether a claim update may call for work: a changed
+// request (up, or down to recover), a bind, or a resync. Not our own status
+// writes: acting on those would retry a failure at once, past the backoff,
+// and read a cache that may not have our latest write yet.
+func relevantUpdate(oldObj, newObj any) bool {
+	old, ok1 := oldObj.(*v1.PersistentVolumeClaim)
+	pvc, ok2 := newObj.(*v1.PersistentVolumeClaim)
+	if !ok1 || !ok2 {
+		return false
+	}
+	oldReq, newReq := old.Spec.Resources.Requests[v1.ResourceStorage], pvc.Spec.Resources.Requests[v1.ResourceStorage]
+	oldCap, newCap := old.Status.Capacity[v1.ResourceStorage], pvc.Status.Capacity[v1.ResourceStorage]
+	return oldReq.Cmp(newReq) != 0 || old.Status.Phase != pvc.Status.Phase || old.Spec.VolumeName != pvc.Spec.VolumeName ||
+		oldCap.Cmp(newCap) != 0 || old.ResourceVersion == pvc.ResourceVersion
 }
 
 func (c *Controller) forget(obj any) {
@@ -263,7 +280,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 		c.o.Recorder.Event(pvc, v1.EventTypeWarning, ReasonResizeFailed, plan.Why)
 		return 0, nil
 	}
-	if wait := c.infeasibleWait(key, plan.Target, pvc); wait > 0 {
+	if wait := c.infeasibleWait(key, plan.Target); wait > 0 {
 		logger.V(2).Info("Expansion to this target was infeasible; waiting before trying again", "wait", wait)
 		return wait, nil
 	}
@@ -272,15 +289,16 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 
 // infeasibleWait is how long the claim must still wait before its target,
 // which failed as infeasible, is tried again.
-func (c *Controller) infeasibleWait(key string, target resource.Quantity, pvc *v1.PersistentVolumeClaim) time.Duration {
+func (c *Controller) infeasibleWait(key string, target resource.Quantity) time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	try, ok := c.infeasible[key]
 	if !ok {
 		return 0
 	}
-	if try.target.Cmp(target) != 0 ||
-		pvc.Status.AllocatedResourceStatuses[v1.ResourceStorage] != v1.PersistentVolumeClaimControllerResizeInfeasible {
+	// Only the target counts, not the claim's status, which the cache may
+	// not show yet.
+	if try.target.Cmp(target) != 0 {
 		delete(c.infeasible, key) // the user asked for something else
 		return 0
 	}

@@ -99,7 +99,9 @@ func newEnv(t *testing.T, allowExpansion *bool) *env {
 	t.Helper()
 	c := framework.Shared(t)
 	e := &env{t: t, c: c, ns: c.Namespace(t), admin: c.Client}
-	e.class, e.provisioner = e.ns, "example.com/nfs-"+e.ns
+	// A provisioner name's part after the "/" has at most 63 characters;
+	// the namespace's random suffix is at its end.
+	e.class, e.provisioner = e.ns, "test.resize/"+e.ns[max(0, len(e.ns)-60):]
 	e.createClass(e.class, e.provisioner, allowExpansion)
 	e.sa = e.shippedRoleClient()
 	return e
