@@ -188,13 +188,26 @@ func (e *env) shippedRoleClient() kubernetes.Interface {
 	return sa
 }
 
-// boundClaim makes a PV of pvSize owned by exp's owner (or by nobody with
-// owner ""), pre-bound to a claim name of request size, and waits until the
-// PV binder has bound them.
+// boundClaim makes a claim name of request size and a PV of pvSize bound to
+// it, owned by owner (the expander's owner to be ours), and waits until the
+// PV binder has bound them. Claim first, then the PV with the claim's UID, as
+// a provisioner saves it: the binder then binds at once (a claim naming its
+// volume would wait for the binder's 15 s resync).
 func (e *env) boundClaim(name, request, pvSize, owner string) *v1.PersistentVolumeClaim {
 	t := e.t
 	t.Helper()
 	pvName := e.ns + "-" + name
+	pvc, err := e.admin.CoreV1().PersistentVolumeClaims(e.ns).Create(e.ctx(), &v1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1.PersistentVolumeClaimSpec{
+			AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
+			StorageClassName: &e.class,
+			Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse(request)}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	fs := v1.PersistentVolumeFilesystem
 	pv := &v1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{Name: pvName, Annotations: map[string]string{
@@ -206,7 +219,7 @@ func (e *env) boundClaim(name, request, pvSize, owner string) *v1.PersistentVolu
 			PersistentVolumeReclaimPolicy: v1.PersistentVolumeReclaimRetain,
 			StorageClassName:              e.class,
 			VolumeMode:                    &fs,
-			ClaimRef:                      &v1.ObjectReference{Namespace: e.ns, Name: name},
+			ClaimRef:                      &v1.ObjectReference{Kind: "PersistentVolumeClaim", APIVersion: "v1", Namespace: e.ns, Name: name, UID: pvc.UID},
 			PersistentVolumeSource: v1.PersistentVolumeSource{NFS: &v1.NFSVolumeSource{
 				Server: "127.0.0.1", Path: "/" + pvName,
 			}},
@@ -218,18 +231,6 @@ func (e *env) boundClaim(name, request, pvSize, owner string) *v1.PersistentVolu
 	t.Cleanup(func() {
 		_ = e.admin.CoreV1().PersistentVolumes().Delete(context.Background(), pvName, metav1.DeleteOptions{})
 	})
-	_, err := e.admin.CoreV1().PersistentVolumeClaims(e.ns).Create(e.ctx(), &v1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1.PersistentVolumeClaimSpec{
-			AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
-			StorageClassName: &e.class,
-			VolumeName:       pvName,
-			Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse(request)}},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(e.ctx(), 60*time.Second)
 	defer cancel()
 	if _, err := framework.WaitBound(ctx, e.admin, e.ns, name); err != nil {
