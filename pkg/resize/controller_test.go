@@ -51,6 +51,17 @@ func (e *env) assertDone(name, capacity, allocated string) {
 	}
 }
 
+// expandTo is the user's edit of claim name to size and the wait for the
+// controller's end state.
+func (e *env) expandTo(name, size string) {
+	e.t.Helper()
+	if err := e.setRequest(name, size); err != nil {
+		e.t.Fatal(err)
+	}
+	e.waitCapacity(name, size)
+	e.assertDone(name, size, size)
+}
+
 // TestExpand edits a Bound claim larger and follows it through: marked while
 // the volume grows, then done with the store's (rounded) size on both PV and
 // claim. kube-controller-manager only says it waits for an external
@@ -108,11 +119,7 @@ func TestExpand(t *testing.T) {
 	}
 
 	// Again, larger: a second round from the first's end state.
-	if err := e.setRequest("data", "2Gi"); err != nil {
-		t.Fatal(err)
-	}
-	e.waitCapacity("data", "2Gi")
-	e.assertDone("data", "2Gi", "2Gi")
+	e.expandTo("data", "2Gi")
 }
 
 // TestAdmissionRefusesClassWithoutExpansion pins down that the API server,
@@ -202,11 +209,7 @@ func TestShrink(t *testing.T) {
 	}
 
 	// Asking for more than the PV has is a plain expansion again.
-	if err := e.setRequest("data", "4Gi"); err != nil {
-		t.Fatal(err)
-	}
-	e.waitCapacity("data", "4Gi")
-	e.assertDone("data", "4Gi", "4Gi")
+	e.expandTo("data", "4Gi")
 }
 
 // TestExpandErrors: a failing Expand leaves a Warning with the error and is
@@ -218,7 +221,6 @@ func TestExpandErrors(t *testing.T) {
 	e.boundClaim("flaky", "1Gi", "1Gi", "me")
 	e.boundClaim("full", "1Gi", "1Gi", "me")
 	exp := &recordingExpander{owner: "me"}
-	var flaky, full []expandCall
 	flakyFailures := 0
 	exp.grow = func(ctx context.Context, _ int, size resource.Quantity) (resource.Quantity, error) {
 		calls := exp.Calls()
@@ -247,11 +249,7 @@ func TestExpandErrors(t *testing.T) {
 	}
 	e.waitCapacity("flaky", "2Gi")
 	e.assertDone("flaky", "2Gi", "2Gi")
-	for _, c := range exp.Calls() {
-		if c.pv == e.ns+"-flaky" {
-			flaky = append(flaky, c)
-		}
-	}
+	flaky := exp.CallsFor(e.ns + "-flaky")
 	if len(flaky) != 4 {
 		t.Fatalf("flaky: %d Expand calls, want 3 failures and a success", len(flaky))
 	}
@@ -284,11 +282,7 @@ func TestExpandErrors(t *testing.T) {
 	}
 	e.waitCapacity("full", "2Gi")
 	e.assertDone("full", "2Gi", "2Gi")
-	for _, c := range exp.Calls() {
-		if c.pv == e.ns+"-full" {
-			full = append(full, c)
-		}
-	}
+	full := exp.CallsFor(e.ns + "-full")
 	// One infeasible try (InfeasibleRetry is an hour), then the lowered one.
 	if len(full) != 2 || full[0].size.Cmp(resource.MustParse("10Gi")) != 0 || full[1].size.Cmp(resource.MustParse("2Gi")) != 0 {
 		t.Errorf("full: Expand calls %+v, want 10Gi once then 2Gi", full)

@@ -77,6 +77,17 @@ func roundUp(q resource.Quantity) resource.Quantity {
 	return *resource.NewQuantity((q.Value()+step-1)/step*step, resource.BinarySI)
 }
 
+// CallsFor are the calls for PV pv.
+func (e *recordingExpander) CallsFor(pv string) []expandCall {
+	var out []expandCall
+	for _, c := range e.Calls() {
+		if c.pv == pv {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 func (e *recordingExpander) Calls() []expandCall {
 	e.mu.Lock()
 	defer e.mu.Unlock()
