@@ -175,6 +175,13 @@ func run(ctx context.Context, o *options) error {
 		return nil
 	}
 	logger.Info("Ready to provision")
+	// Expansion runs beside provisioning, on the same caches; it is stopped
+	// before the NFS server, so no growth is cut short.
+	stopResizer, err := startResizer(ctx, client, informers.factory, prov, recorder, o.provisioner)
+	if err != nil {
+		return err
+	}
+	defer stopResizer()
 
 	newController := func() *controller.ProvisionController {
 		return controller.NewProvisionController(logger, client, o.provisioner, prov,

@@ -2,6 +2,8 @@ package volume
 
 import (
 	"fmt"
+
+	v1 "k8s.io/api/core/v1"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,8 +134,8 @@ func New(opts Options) (*Provisioner, error) {
 func (p *Provisioner) Reconciled() bool { return p.reconciled.Load() }
 
 // Owns reports whether pv was made from this provisioner's store.
-func (p *Provisioner) Owns(pv interface{ GetAnnotations() map[string]string }) bool {
-	return pv.GetAnnotations()[AnnIdentity] == p.opts.Identity
+func (p *Provisioner) Owns(pv *v1.PersistentVolume) bool {
+	return pv.Annotations[AnnIdentity] == p.opts.Identity
 }
 
 // backend is the backend of kind, or an error that says why there is none.
