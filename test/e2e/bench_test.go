@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -74,7 +75,8 @@ func BenchmarkRestart1000(b *testing.B) {
 	}
 }
 
-// burst creates n claims from 16 goroutines and waits until all are Bound.
+// burst creates n claims of class (named <class>-c-<i>) from 16 goroutines
+// and waits until all are Bound.
 // It returns the wall time and each claim's create-to-Bound latency.
 func burst(b *testing.B, c *framework.Cluster, ns, class string, n int) (time.Duration, []time.Duration) {
 	b.Helper()
@@ -94,7 +96,7 @@ func burst(b *testing.B, c *framework.Cluster, ns, class string, n int) (time.Du
 		go func() {
 			defer wg.Done()
 			for i := g; i < n; i += 16 {
-				name := fmt.Sprintf("c-%d", i)
+				name := fmt.Sprintf("%s-c-%d", class, i)
 				t0 := time.Now()
 				if _, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Create(ctx, claim(ns, name, class, "1Mi"), metav1.CreateOptions{}); err != nil {
 					b.Error(err)
@@ -122,7 +124,7 @@ func burst(b *testing.B, c *framework.Cluster, ns, class string, n int) (time.Du
 					b.Fatal(err)
 				}
 				for _, pvc := range list.Items {
-					if _, seen := bound[pvc.Name]; !seen && pvc.Status.Phase == v1.ClaimBound {
+					if _, seen := bound[pvc.Name]; !seen && pvc.Status.Phase == v1.ClaimBound && strings.HasPrefix(pvc.Name, class+"-c-") {
 						bound[pvc.Name] = time.Now()
 					}
 				}
@@ -132,7 +134,7 @@ func burst(b *testing.B, c *framework.Cluster, ns, class string, n int) (time.Du
 				continue
 			}
 			pvc, isClaim := ev.Object.(*v1.PersistentVolumeClaim)
-			if ev.Type == watch.Modified && isClaim && pvc.Status.Phase == v1.ClaimBound {
+			if ev.Type == watch.Modified && isClaim && pvc.Status.Phase == v1.ClaimBound && strings.HasPrefix(pvc.Name, class+"-c-") {
 				if _, seen := bound[pvc.Name]; !seen {
 					bound[pvc.Name] = time.Now()
 				}
