@@ -69,6 +69,8 @@ type Provisioner struct {
 	deleted sync.Map
 	// trigger asks the reconciler for a pass soon.
 	trigger chan struct{}
+	// volumes is what the last reconciliation pass saw, for metrics.
+	volumes atomic.Pointer[[]VolumeInfo]
 }
 
 var (

@@ -109,6 +109,7 @@ func (p *Provisioner) Reconcile(ctx context.Context) (res ReconcileResult, err e
 
 	desired := map[uint16]ganesha.Export{}
 	byID := map[uint16]owned{}
+	served := map[string]string{} // PV -> path
 	for _, o := range legit {
 		if o.vol.id == 0 {
 			continue
@@ -117,8 +118,10 @@ func (p *Provisioner) Reconcile(ctx context.Context) (res ReconcileResult, err e
 		if ok {
 			desired[o.vol.id] = e
 			byID[o.vol.id] = o
+			served[o.pv.Name] = e.Path
 		}
 	}
+	p.recordVolumes(legit, served)
 
 	// Live exports: converge ours, remove those whose PV is gone.
 	for _, e := range live {

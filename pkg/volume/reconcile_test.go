@@ -10,6 +10,7 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -308,4 +309,25 @@ func mustAtoi(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+func TestVolumesForMetrics(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, -1)
+	path := f.mkdir(t, "ns-c-pv-1")
+	pv := f.pv(t, "pv-1", "ns-c-pv-1", 4, time.Hour, nil)
+	pv.Spec.ClaimRef = &v1.ObjectReference{Namespace: "ns", Name: "c"}
+	pv.Spec.StorageClassName = "nfs"
+	pv.Spec.Capacity = v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Gi")}
+	if _, err := f.client.CoreV1().PersistentVolumes().Update(ctx, pv, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.p.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := f.p.Volumes()
+	want := VolumeInfo{PV: "pv-1", Namespace: "ns", Claim: "c", StorageClass: "nfs", Kind: storage.Directory, ExportID: 4, Path: path, Capacity: 1 << 30}
+	if len(got) != 1 || got[0] != want {
+		t.Fatalf("Volumes() = %+v, want [%+v]", got, want)
+	}
 }
