@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // options are the command-line flags. The first group keeps the names,
@@ -34,6 +35,9 @@ type options struct {
 	threads       int
 	useNFSv3      bool // derived from nfsVersions
 	exportClients []string
+
+	usageScanInterval time.Duration
+	usageScanRate     int
 }
 
 func (o *options) register(fs *flag.FlagSet) {
@@ -56,8 +60,10 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.bindAddress, "bind-address", "", "Address ganesha listens on; default all.")
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 100, "Queries per second to the API server (client-go's default of 5 throttles a burst of claims).")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 200, "Burst of queries to the API server.")
-	fs.StringVar(&o.httpAddress, "http-address", ":8080", "Address of /healthz and /readyz; empty turns them off.")
+	fs.StringVar(&o.httpAddress, "http-address", ":8080", "Address of /healthz, /readyz and /metrics; empty turns them off.")
 	fs.IntVar(&o.threads, "worker-threads", 8, "Claims and volumes worked on at once.")
+	fs.DurationVar(&o.usageScanInterval, "volume-usage-scan-interval", 5*time.Minute, "Pause between walks of directory volumes for nfs_provisioner_volume_used_bytes; a value is at most this plus one walk old. 0 turns the walk off (no used-bytes series for directory volumes).")
+	fs.IntVar(&o.usageScanRate, "volume-usage-scan-rate", 2000, "Most files per second the directory usage walk looks at.")
 }
 
 // validate checks the flags together and fills in the derived fields.
@@ -92,6 +98,9 @@ func (o *options) validate() error {
 	}
 	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst <= 0 {
 		return fmt.Errorf("-kube-api-qps and -kube-api-burst must be positive")
+	}
+	if o.usageScanInterval < 0 || o.usageScanRate < 1 {
+		return fmt.Errorf("-volume-usage-scan-interval=%v must not be negative and -volume-usage-scan-rate=%d must be at least 1", o.usageScanInterval, o.usageScanRate)
 	}
 	if o.threads < 1 {
 		return fmt.Errorf("-worker-threads=%d: want at least 1", o.threads)

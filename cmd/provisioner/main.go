@@ -88,7 +88,8 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 
-	exporter, alive, stopServer, err := startNFS(ctx, o, stateDir)
+	obs := newObservability()
+	exporter, alive, stopServer, err := startNFS(ctx, o, stateDir, obs)
 	if err != nil {
 		return err
 	}
@@ -122,7 +123,7 @@ func run(ctx context.Context, o *options) error {
 			}
 			return nil
 		}
-		if err := health.Serve(ctx, o.httpAddress, health.Handler([]health.Check{alive}, []health.Check{alive, ready})); err != nil {
+		if err := health.Serve(ctx, o.httpAddress, obs.handler([]health.Check{alive}, []health.Check{alive, ready})); err != nil {
 			return err
 		}
 	}
@@ -134,13 +135,18 @@ func run(ctx context.Context, o *options) error {
 	logger.Info("Ready to provision", "provisioner", o.provisioner, "exportDir", store.Root(), "server", server,
 		"identity", identity, "reconcileDuration", time.Since(start).Round(time.Millisecond))
 
-	ctrl := controller.NewProvisionController(logger, client, o.provisioner, prov,
+	if err := obs.watch(ctx, o, prov, store.Root()); err != nil {
+		return err
+	}
+	inf := newInformers(client)
+	ctrl := controller.NewProvisionController(logger, client, o.provisioner, prov, append(obs.controllerOptions(inf),
 		controller.LeaderElection(false), // runElected does it; see there
 		controller.Threadiness(o.threads),
 		// A bad claim is retried with backoff and reported each time; this
 		// keeps the retries from going on for ever.
 		controller.FailedProvisionThreshold(10),
-	)
+	)...)
+	inf.start(ctx)
 	if o.leaderElect {
 		err = runElected(ctx, client, o.provisioner, podNamespace(), ctrl.Run)
 	} else {
@@ -153,7 +159,7 @@ func run(ctx context.Context, o *options) error {
 // startNFS starts the embedded ganesha, or with -run-server=false connects to
 // one managed elsewhere. It returns the export manager, a liveness check and
 // a stop function.
-func startNFS(ctx context.Context, o *options, stateDir string) (volume.Exporter, health.Check, func(), error) {
+func startNFS(ctx context.Context, o *options, stateDir string, obs *observability) (volume.Exporter, health.Check, func(), error) {
 	ganeshaDir := filepath.Join(stateDir, "ganesha")
 	if !o.runServer {
 		bus := os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
@@ -166,17 +172,18 @@ func startNFS(ctx context.Context, o *options, stateDir string) (volume.Exporter
 		}
 		return m, func() error { return nil }, func() {}, nil
 	}
-	srv, err := ganesha.NewServer(ganesha.Config{
+	srv, err := ganesha.NewServer(obs.ganeshaConfig(ganesha.Config{
 		StateDir:    ganeshaDir,
 		BindAddress: o.bindAddress,
 		NFSPort:     o.nfsPort,
 		MountdPort:  o.mountdPort,
 		NFSv3:       o.useNFSv3,
 		GracePeriod: o.gracePeriod,
-	})
+	}))
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	obs.server = srv
 	if err := srv.Start(ctx); err != nil {
 		return nil, nil, nil, fmt.Errorf("start NFS-Ganesha: %w", err)
 	}
