@@ -20,6 +20,7 @@ import (
 // reported, never asserted: run `make bench`.
 
 func BenchmarkBurst100(b *testing.B)  { benchmarkBurst(b, 100) }
+func BenchmarkBurst300(b *testing.B)  { benchmarkBurst(b, 300) }
 func BenchmarkBurst1000(b *testing.B) { benchmarkBurst(b, 1000) }
 
 // benchmarkBurst creates n claims at once and reports the time until all are
