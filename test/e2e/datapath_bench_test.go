@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -136,7 +135,13 @@ func benchDataPathKind(b *testing.B, kind string, params map[string]string) []da
 	row("seq write", "v3 libnfs", "MB/s", localW, mbps(timed("v3 nfs-cp", func() error { return runTool(ctx, "nfs-cp", src, v3lib.URL("seq-libnfs")) })))
 
 	// Sequential read of what was just written.
-	localR := mbps(timed("local read", func() error { _, err := os.ReadFile(filepath.Join(localWork, "seq")); return err }))
+	localR := mbps(timed("local read", func() error {
+		got, err := os.ReadFile(filepath.Join(localWork, "seq"))
+		if err == nil && len(got) != seqSize {
+			err = fmt.Errorf("read %d bytes, want %d", len(got), seqSize)
+		}
+		return err
+	}))
 	row("seq read", "v3 go", "MB/s", localR, mbps(timed("v3 go read", func() error {
 		got, err := nfsclient.ReadFile(ctx, v3, "seq-go")
 		if err == nil && len(got) != seqSize {
@@ -144,8 +149,8 @@ func benchDataPathKind(b *testing.B, kind string, params map[string]string) []da
 		}
 		return err
 	})))
-	row("seq read", "v3 libnfs", "MB/s", localR, mbps(timed("v3 nfs-cat", func() error { return runTool(ctx, "nfs-cat", v3lib.URL("seq-libnfs")) })))
-	row("seq read", "v4.0 libnfs", "MB/s", localR, mbps(timed("v4 nfs-cat", func() error { return runTool(ctx, "nfs-cat", v4.URL("seq-libnfs")) })))
+	row("seq read", "v3 libnfs", "MB/s", localR, mbps(timed("v3 nfs-cat", func() error { return readTool(ctx, v3lib.URL("seq-libnfs"), seqSize) })))
+	row("seq read", "v4.0 libnfs", "MB/s", localR, mbps(timed("v4 nfs-cat", func() error { return readTool(ctx, v4.URL("seq-libnfs"), seqSize) })))
 
 	// 4 KiB writes, each on stable storage before the next.
 	block := data[:syncedBlock]
@@ -217,16 +222,36 @@ func syncedLocal(path string, block []byte, n int) error {
 	return nil
 }
 
-// runTool runs a libnfs tool; what it prints (nfs-cat: the data) is dropped.
+// runTool runs a libnfs tool; what it prints (nfs-cat: the data) is
+// counted and dropped.
 func runTool(ctx context.Context, name string, args ...string) error {
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %v: %v: %s", name, args, err, stderr.String())
-	}
-	return nil
+	_, err := runToolCount(ctx, name, args...)
+	return err
 }
+
+func runToolCount(ctx context.Context, name string, args ...string) (int64, error) {
+	var stderr bytes.Buffer
+	var out countingWriter
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Run(); err != nil {
+		return out.n, fmt.Errorf("%s %v: %v: %s", name, args, err, stderr.String())
+	}
+	return out.n, nil
+}
+
+// readTool runs nfs-cat and fails unless it printed exactly want bytes.
+func readTool(ctx context.Context, url string, want int64) error {
+	n, err := runToolCount(ctx, "nfs-cat", url)
+	if err == nil && n != want {
+		err = fmt.Errorf("nfs-cat %s printed %d bytes, want %d", url, n, want)
+	}
+	return err
+}
+
+type countingWriter struct{ n int64 }
+
+func (w *countingWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }
 
 func fdatasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
 
