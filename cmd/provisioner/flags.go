@@ -42,6 +42,9 @@ type options struct {
 
 	useNFSv3      bool // derived from nfsVersions
 	exportClients []string
+
+	usageScanInterval time.Duration
+	usageScanRate     int
 }
 
 func (o *options) register(fs *flag.FlagSet) {
@@ -64,7 +67,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.bindAddress, "bind-address", "", "Address ganesha listens on; default all.")
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 100, "Queries per second to the API server (client-go's default of 5 throttles a burst of claims).")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 200, "Burst of queries to the API server.")
-	fs.StringVar(&o.httpAddress, "http-address", ":8080", "Address of /healthz and /readyz; empty turns them off.")
+	fs.StringVar(&o.httpAddress, "http-address", ":8080", "Address of /healthz, /readyz and /metrics; empty turns them off.")
 	fs.IntVar(&o.threads, "worker-threads", 8, "Claims and volumes worked on at once.")
 	fs.StringVar(&o.runtimeDir, "runtime-dir", "", "Where ganesha's D-Bus socket, PID files and capped logs live while it runs; never on an exported filesystem. Default: /run/nfs-provisioner/<hash of the export dir>.")
 	fs.DurationVar(&o.reconcileInterval, "reconcile-interval", time.Minute, "How often exports are reconciled with the PVs (also on every PV change). Reconciliation never removes data.")
@@ -72,6 +75,8 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.Float64Var(&o.overcommit, "overcommit", 1.0, "How many times the store's size the sizes of filesystem volumes (fsType) may add up to; 1 means no overcommit.")
 	fs.DurationVar(&o.provisionTimeout, "provision-timeout", 10*time.Minute, "Longest one Provision call may take, a clone's copy included; the library retries after it.")
 	fs.DurationVar(&o.deletionTimeout, "deletion-timeout", 5*time.Minute, "Longest one Delete call may take; the library retries after it.")
+	fs.DurationVar(&o.usageScanInterval, "volume-usage-scan-interval", 5*time.Minute, "Pause between walks of directory volumes for nfs_provisioner_volume_used_bytes; a value is at most this plus one walk old. 0 turns the walk off (no used-bytes series for directory volumes).")
+	fs.IntVar(&o.usageScanRate, "volume-usage-scan-rate", 2000, "Most files per second the directory usage walk looks at.")
 }
 
 // validate checks the flags together and fills in the derived fields.
@@ -118,6 +123,9 @@ func (o *options) validate() error {
 	}
 	if o.provisionTimeout < 10*time.Second || o.deletionTimeout < 10*time.Second {
 		return fmt.Errorf("-provision-timeout and -deletion-timeout must be at least 10s")
+	}
+	if o.usageScanInterval < 0 || o.usageScanRate < 1 {
+		return fmt.Errorf("-volume-usage-scan-interval=%v must not be negative and -volume-usage-scan-rate=%d must be at least 1", o.usageScanInterval, o.usageScanRate)
 	}
 	if o.threads < 1 {
 		return fmt.Errorf("-worker-threads=%d: want at least 1", o.threads)

@@ -101,7 +101,8 @@ func run(ctx context.Context, o *options) error {
 	}
 
 	// The data plane: serves what the store says, before anything else.
-	exporter, alive, stopServer, err := startNFS(ctx, o, state.Dir())
+	obs := newObservability()
+	exporter, alive, stopServer, err := startNFS(ctx, o, state.Dir(), obs)
 	if err != nil {
 		return err
 	}
@@ -110,7 +111,7 @@ func run(ctx context.Context, o *options) error {
 	if o.httpAddress != "" {
 		// Ready means NFS is served: a Service routes clients to ready pods
 		// only, so readiness must not wait for the API server.
-		if err := health.Serve(ctx, o.httpAddress, health.Handler([]health.Check{alive}, []health.Check{alive})); err != nil {
+		if err := health.Serve(ctx, o.httpAddress, obs.handler([]health.Check{alive}, []health.Check{alive})); err != nil {
 			return err
 		}
 	}
@@ -156,6 +157,7 @@ func run(ctx context.Context, o *options) error {
 		IntentGrace: o.intentGrace,
 		Client:      client,
 		Recorder:    recorder,
+		Observer:    obs.metrics,
 	})
 	if err != nil {
 		return err
@@ -183,8 +185,11 @@ func run(ctx context.Context, o *options) error {
 	}
 	defer stopResizer()
 
+	if err := obs.watch(ctx, o, prov, storeUsage(dirs, images)); err != nil {
+		return err
+	}
 	newController := func() *controller.ProvisionController {
-		return controller.NewProvisionController(logger, client, o.provisioner, prov,
+		return controller.NewProvisionController(logger, client, o.provisioner, prov, append(obs.controllerOptions(informers),
 			controller.LeaderElection(false), // runElected does it; see there
 			controller.Threadiness(o.threads),
 			controller.ProvisionTimeout(o.provisionTimeout),
@@ -192,10 +197,7 @@ func run(ctx context.Context, o *options) error {
 			// A bad claim is retried with backoff and reported each time; this
 			// keeps the retries from going on for ever.
 			controller.FailedProvisionThreshold(10),
-			controller.ClaimsInformer(informers.claims),
-			controller.VolumesInformer(informers.volumes),
-			controller.ClassesInformer(informers.classes),
-		)
+		)...)
 	}
 	if !o.leaderElect {
 		newController().Run(ctx)
@@ -282,7 +284,7 @@ func logVolumeKinds(ctx context.Context, backends []storage.Backend, root string
 // startNFS starts the embedded ganesha, or with -run-server=false connects to
 // one managed elsewhere. It returns the export manager, a liveness check and
 // a stop function.
-func startNFS(ctx context.Context, o *options, stateDir string) (volume.Exporter, health.Check, func(), error) {
+func startNFS(ctx context.Context, o *options, stateDir string, obs *observability) (volume.Exporter, health.Check, func(), error) {
 	ganeshaDir := filepath.Join(stateDir, "ganesha")
 	if !o.runServer {
 		bus := os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
@@ -299,7 +301,7 @@ func startNFS(ctx context.Context, o *options, stateDir string) (volume.Exporter
 	if runtimeDir == "" {
 		runtimeDir = ganesha.DefaultRuntimeDir(ganeshaDir)
 	}
-	srv, err := ganesha.NewServer(ganesha.Config{
+	srv, err := ganesha.NewServer(obs.ganeshaConfig(ganesha.Config{
 		StateDir:    ganeshaDir,
 		RuntimeDir:  runtimeDir,
 		BindAddress: o.bindAddress,
@@ -307,10 +309,11 @@ func startNFS(ctx context.Context, o *options, stateDir string) (volume.Exporter
 		MountdPort:  o.mountdPort,
 		NFSv3:       o.useNFSv3,
 		GracePeriod: o.gracePeriod,
-	})
+	}))
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	obs.server = srv
 	if err := srv.Start(ctx); err != nil {
 		return nil, nil, nil, fmt.Errorf("start NFS-Ganesha: %w", err)
 	}

@@ -45,6 +45,9 @@ type exportBus interface {
 // busClient talks to ganesha over one private bus connection.
 type busClient struct {
 	address string
+	// observe, when set, is told every call's method, duration and error
+	// (for the D-Bus latency histogram); it must not block.
+	observe BusObserver
 
 	mu   sync.Mutex
 	conn *dbus.Conn
@@ -96,7 +99,11 @@ func (b *busClient) call(ctx context.Context, path dbus.ObjectPath, method strin
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	call := conn.Object(ganeshaBusName, path).CallWithContext(ctx, method, 0, args...)
+	if b.observe != nil {
+		b.observe(method, time.Since(start), call.Err)
+	}
 	if call.Err != nil {
 		return nil, classifyBusError(method, call.Err)
 	}

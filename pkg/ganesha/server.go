@@ -43,6 +43,10 @@ type Config struct {
 	StopTimeout  time.Duration // wait per stop step; default 10s
 	MaxBackoff   time.Duration // longest wait between restarts; default 10s
 	Clock        Clock         // default the real clock
+
+	// BusObserver, when set, is told of every D-Bus call to ganesha (for
+	// a latency histogram); nil means no one is told.
+	BusObserver BusObserver
 }
 
 func (c Config) withDefaults() Config {
@@ -196,6 +200,7 @@ func NewServer(cfg Config) (*Server, error) {
 		}
 	}
 	s.bus = newBusClient("unix:path=" + s.paths.dbusSocket)
+	s.bus.observe = cfg.BusObserver
 	if s.exports, err = newExportManager(s.bus, cfg.StateDir); err != nil {
 		return nil, err
 	}
