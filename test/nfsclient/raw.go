@@ -129,3 +129,25 @@ func (r *Raw) ReadDirPlus(dir []byte) (uint32, []string, error) {
 		names = append(names, item.Entry.FileName)
 	}
 }
+
+// FSStat is the answer to FSSTAT: sizes in bytes of the filesystem that
+// holds the object.
+type FSStat struct {
+	Total, Free, Avail uint64
+}
+
+// FSStat sends FSSTAT (procedure 18).
+func (r *Raw) FSStat(fh []byte) (uint32, FSStat, error) {
+	type args struct {
+		rpc.Header
+		FH []byte
+	}
+	var res struct {
+		Attr                   nfs.PostOpAttr
+		TBytes, FBytes, ABytes uint64
+		TFiles, FFiles, AFiles uint64
+		Invarsec               uint32
+	}
+	status, err := r.call(&args{Header: r.header(18), FH: fh}, &res)
+	return status, FSStat{Total: res.TBytes, Free: res.FBytes, Avail: res.ABytes}, err
+}
