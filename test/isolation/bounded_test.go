@@ -16,11 +16,7 @@ import (
 // volume's own size, and a client that writes past it gets NFS3ERR_NOSPC.
 func TestServedVolumeIsBounded(t *testing.T) {
 	needRoot(t)
-	store := filepath.Join(t.TempDir(), "store")
-	if err := os.MkdirAll(store, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b := newBackend(t, store)
+	b, store := newBackend(t)
 	s, cfg := startGanesha(t)
 	ctx := testContext(t)
 	for i, kind := range []storage.Kind{storage.XFS, storage.Ext4} {
