@@ -18,6 +18,7 @@ if [ ${#packages[@]} -eq 0 ]; then
 		xfsprogs e2fsprogs                                # filesystem volumes (pkg/storage/fsimage)
 		openssl util-linux procps iproute2 curl           # harness helpers (setpriv, ss)
 		mariadb-server mariadb-client mariadb-backup socat # test/mysql
+		xfsprogs                                          # filesystem volumes; reflink tests (internal/fscopy)
 	)
 fi
 

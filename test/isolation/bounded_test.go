@@ -46,8 +46,8 @@ func TestServedVolumeIsBounded(t *testing.T) {
 		if err != nil || st != 0 {
 			t.Fatalf("FSSTAT: %s %v", nfsclient.StatusName(st), err)
 		}
-		if int64(fs.Total) > v.Size || int64(fs.Total) < v.Size*3/4 || fs.Avail > fs.Total {
-			t.Errorf("%s: FSSTAT says %d bytes (%d free); the volume is %d", kind, fs.Total, fs.Avail, v.Size)
+		if int64(fs.TotalBytes) > v.Size || int64(fs.TotalBytes) < v.Size*3/4 || fs.AvailBytes > fs.TotalBytes {
+			t.Errorf("%s: FSSTAT says %d bytes (%d free); the volume is %d", kind, fs.TotalBytes, fs.AvailBytes, v.Size)
 		}
 		// More than the volume holds.
 		big := bytes.Repeat([]byte{0xa5}, int(v.Size)+(16<<20))

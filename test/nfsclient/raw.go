@@ -130,24 +130,23 @@ func (r *Raw) ReadDirPlus(dir []byte) (uint32, []string, error) {
 	}
 }
 
-// FSStat is the answer to FSSTAT: sizes in bytes of the filesystem that
-// holds the object.
+// FSStat is what FSSTAT reports of the filesystem behind a handle.
 type FSStat struct {
-	Total, Free, Avail uint64
+	TotalBytes, FreeBytes, AvailBytes uint64
+	TotalFiles, FreeFiles, AvailFiles uint64
 }
 
-// FSStat sends FSSTAT (procedure 18).
+// FSStat sends FSSTAT for the filesystem of fh.
 func (r *Raw) FSStat(fh []byte) (uint32, FSStat, error) {
 	type args struct {
 		rpc.Header
 		FH []byte
 	}
 	var res struct {
-		Attr                   nfs.PostOpAttr
-		TBytes, FBytes, ABytes uint64
-		TFiles, FFiles, AFiles uint64
-		Invarsec               uint32
+		Attr nfs.PostOpAttr
+		FSStat
+		Invarsec uint32
 	}
-	status, err := r.call(&args{Header: r.header(18), FH: fh}, &res)
-	return status, FSStat{Total: res.TBytes, Free: res.FBytes, Avail: res.ABytes}, err
+	status, err := r.call(&args{Header: r.header(18 /* NFSPROC3_FSSTAT */), FH: fh}, &res)
+	return status, res.FSStat, err
 }
