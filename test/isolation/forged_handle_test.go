@@ -101,11 +101,7 @@ type forgery struct {
 // only an address that is not ours. All without root squash: the worst
 // case.
 func attack(t *testing.T, order []string) forgery {
-	store := filepath.Join(t.TempDir(), "store")
-	if err := os.MkdirAll(store, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b := newBackend(t, store)
+	b, store := newBackend(t)
 	s, cfg := startGanesha(t)
 	ctx := testContext(t)
 

@@ -79,11 +79,16 @@ func target(cfg ganesha.Config, pseudo string) nfsclient.Target {
 	return nfsclient.Target{Host: "127.0.0.1", NFSPort: cfg.NFSPort, MountPort: cfg.MountdPort, Pseudo: pseudo, Version: 3}
 }
 
-// newBackend makes a filesystem-volume backend in store, and unmounts and
-// detaches whatever is left under store when the test ends (registered
-// before ganesha starts, so it runs after ganesha stops).
-func newBackend(t testing.TB, store string) *fsimage.Backend {
+// newBackend makes a store (on the host's disk: no filesystem of its own)
+// and a filesystem-volume backend in it, and unmounts and detaches
+// whatever is left under the store when the test ends (registered before
+// ganesha starts, so it runs after ganesha stops).
+func newBackend(t testing.TB) (*fsimage.Backend, string) {
 	t.Helper()
+	store := filepath.Join(t.TempDir(), "store")
+	if err := os.MkdirAll(store, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { release(t, store) })
 	b, err := fsimage.New(testContext(t), fsimage.Options{
 		ImageDir: filepath.Join(store, ".nfs-provisioner", "images"),
@@ -92,7 +97,7 @@ func newBackend(t testing.TB, store string) *fsimage.Backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	return b, store
 }
 
 // release unmounts everything under dir (deepest first) and detaches the
