@@ -85,6 +85,7 @@ const defaultStartTimeout = 30 * time.Second
 // statePaths are the files and directories under Config.StateDir.
 type statePaths struct {
 	root, exports, recovery, run, log string
+	sentinel                          string
 	mainConf, includes, dbusConf      string
 	dbusSocket, dbusPid               string
 	ganeshaPid, rpcbindPid            string
@@ -99,7 +100,8 @@ func newStatePaths(root, runtime string) statePaths {
 	run, log := filepath.Join(runtime, "run"), filepath.Join(runtime, "log")
 	return statePaths{
 		root: root, exports: filepath.Join(root, "exports"), recovery: filepath.Join(root, "recovery"),
-		run: run, log: log,
+		sentinel: filepath.Join(root, "sentinel"),
+		run:      run, log: log,
 		mainConf: filepath.Join(root, "ganesha.conf"), includes: filepath.Join(root, "exports.conf"),
 		dbusConf:   filepath.Join(root, "dbus.conf"),
 		dbusSocket: filepath.Join(run, "dbus.sock"), dbusPid: filepath.Join(run, "dbus.pid"),
@@ -168,7 +170,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s.main = mainConfig{
 		BindAddress: cfg.BindAddress, NFSPort: cfg.NFSPort, MountdPort: cfg.MountdPort, NFSv3: cfg.NFSv3,
 		GracePeriod: cfg.GracePeriod, LeaseLifetime: cfg.LeaseLifetime, RecoveryRoot: s.paths.recovery,
-		LogLevel: cfg.LogLevel, ExportsInclude: s.paths.includes,
+		LogLevel: cfg.LogLevel, ExportsInclude: s.paths.includes, SentinelPath: s.paths.sentinel,
 	}
 	if err := s.main.validate(); err != nil {
 		errs = append(errs, err)
@@ -196,7 +198,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("ganesha config: %w", errors.Join(errs...))
 	}
-	for _, d := range []string{s.paths.root, s.paths.exports, s.paths.recovery, s.paths.run, s.paths.log} {
+	for _, d := range []string{s.paths.root, s.paths.exports, s.paths.recovery, s.paths.run, s.paths.log, s.paths.sentinel} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("ganesha state dir: %w", err)
 		}
