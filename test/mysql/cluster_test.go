@@ -320,7 +320,7 @@ func TestReplicatedStatefulSet(t *testing.T) {
 		}
 		reopened := c.waitRO(newPrimary, "0", 30*time.Second)
 		t.Logf("FIGURE self-fencing: with no replica receiving, the INSERT got an error after %v (%s), never an OK; writes reopened %v after the replicas reconnected",
-			answered.Round(time.Millisecond), strings.TrimSpace(string(out)), reopened.Round(time.Millisecond))
+			answered.Round(time.Millisecond), lastLine(string(out)), reopened.Round(time.Millisecond))
 		// The fenced commit was in the binlog: its outcome was unknown to
 		// the client, and it reaches every pod.
 		c.waitConverged(newPrimary, replicas, time.Minute)
@@ -422,15 +422,35 @@ func TestReplicatedStatefulSet(t *testing.T) {
 			} else {
 				t.Logf("healed old primary not Ready: %s", lastLine(r.stderr))
 			}
-			// Its binlog holds the commits it could not get acknowledged:
-			// a restart truncates that tail (semi-sync slave recovery) and
-			// it rejoins without a re-clone.
-			how = fmt.Sprintf("not Ready (diverged=%v), rejoined after a restart", diverged)
+			// Its binlog holds the commits it could not get acknowledged
+			// (they committed locally once the fence closed their sessions):
+			// it has diverged. The agent says so; the operator asks for a
+			// re-clone, which keeps those binlogs for salvage.
+			if !diverged {
+				t.Fatalf("healed old primary neither Ready nor diverged")
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				agentLog, _ := os.ReadFile(filepath.Join(a.dir, "log", "agent.log"))
+				if strings.Contains(string(agentLog), "diverged from "+b.name) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the agent does not say that %s diverged:\n%s", a.name, tail(string(agentLog), 2000))
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			mustWrite(t, filepath.Join(a.datadir, ".k8s-reclone"), "", 0o644)
 			c.crash(a)
 			ic, cl := c.initPod(a)
 			if ic.err != nil || cl.err != nil {
-				t.Fatalf("restarting %s:\n%s\n%s", a.name, ic, cl)
+				t.Fatalf("re-cloning %s:\n%s\n%s", a.name, ic, cl)
 			}
+			kept, _ := filepath.Glob(filepath.Join(a.datadir, ".k8s-diverged-*.tar"))
+			if len(kept) != 1 {
+				t.Errorf("the diverged binlogs were not kept: %v", listDir(t, a.datadir))
+			}
+			how = fmt.Sprintf("read-only, not Ready (diverged: error 1236), re-cloned on request in %v keeping its binlogs", cl.took.Round(time.Millisecond))
 			c.startServer(a)
 		}
 		c.waitReady(a, time.Minute)

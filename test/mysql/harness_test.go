@@ -986,7 +986,8 @@ func (w *writer) checkNoLoss(p *pod) {
 }
 
 // proxy stands between a cloning pod and its donor's clone port: it passes
-// the stream through, or cuts it (closes) or stalls it after limit bytes.
+// the stream through, or cuts it (closes) or stalls it after limit bytes of
+// the donor's side.
 type proxy struct {
 	ln       net.Listener
 	upstream string
@@ -1029,6 +1030,12 @@ func (p *proxy) serve() {
 		p.mu.Lock()
 		p.conns = append(p.conns, down, up)
 		p.mu.Unlock()
+		// The client's side of the TLS handshake goes up unchanged.
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			_, _ = io.Copy(up, down)
+		}()
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()

@@ -118,9 +118,11 @@ func (s *procScan) round(needles map[string]string) {
 				}
 			}
 		}
-		s.rounds++
 		s.mu.Unlock()
 	}
+	s.mu.Lock()
+	s.rounds++
+	s.mu.Unlock()
 }
 
 // backupCount is how many mariadb-backup --backup processes have run on pod.
