@@ -263,17 +263,13 @@ func (c *cluster) reapOrphans() {
 	}
 	c.mu.Unlock()
 	self := os.Getpid()
-	ents, err := os.ReadDir("/proc")
+	pids, err := listPIDs()
 	if err != nil {
 		c.t.Logf("reaping orphans: %v", err)
 		return
 	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+	for _, pid := range pids {
+		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 		if err != nil {
 			continue
 		}

@@ -81,16 +81,12 @@ func startProcScan(t *testing.T, secrets map[string]string) *procScan {
 }
 
 func (s *procScan) round(needles map[string]string) {
-	ents, err := os.ReadDir("/proc")
+	pids, err := listPIDs()
 	if err != nil {
 		return
 	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+	for _, pid := range pids {
+		raw, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 		if err != nil || len(raw) == 0 {
 			continue
 		}
@@ -99,7 +95,7 @@ func (s *procScan) round(needles map[string]string) {
 		s.seen[pid] = true
 		for k, v := range needles {
 			if v != "" && bytes.Contains(raw, []byte(v)) {
-				s.leaks = append(s.leaks, k+" in pid "+e.Name()+": "+strings.Join(args, " "))
+				s.leaks = append(s.leaks, k+" in pid "+strconv.Itoa(pid)+": "+strings.Join(args, " "))
 			}
 		}
 		if filepath.Base(args[0]) == "mariadb-backup" && strings.Contains(string(raw), "--backup") {
@@ -123,6 +119,21 @@ func (s *procScan) round(needles map[string]string) {
 	s.mu.Lock()
 	s.rounds++
 	s.mu.Unlock()
+}
+
+// listPIDs lists the processes in /proc.
+func listPIDs() ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
 }
 
 // backupCount is how many mariadb-backup --backup processes have run on pod.
