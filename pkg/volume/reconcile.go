@@ -54,10 +54,20 @@ func (p *Provisioner) RunReconciler(ctx context.Context, interval time.Duration)
 			return
 		case <-p.trigger:
 			timer.Stop()
+			// A burst of claims adds a PV each; passes take the store to
+			// themselves, so triggered ones come at most every triggerGap.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(min(triggerGap, interval)):
+			}
 		case <-timer.C:
 		}
 	}
 }
+
+// triggerGap is the least time between two passes that PV events asked for.
+const triggerGap = 5 * time.Second
 
 // Trigger asks for a reconciliation pass soon, for instance because a PV
 // changed. Calls while one is pending are merged.
