@@ -22,13 +22,15 @@ build:
 build-arm64:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -o bin/nfs-provisioner-linux-arm64 ./cmd/provisioner
 
-# deps: Debian packages (ganesha, dbus, rpcbind, NFS clients, MariaDB) and the
-# control-plane build (etcd, kube-apiserver, kube-controller-manager) into a
-# cache outside the repository. Both are no-ops when already done. Tests find
-# the cache by themselves; CONTROLPLANE_BIN overrides it.
+# deps: Debian packages (ganesha, dbus, rpcbind, NFS clients, MariaDB), the
+# control-plane build (etcd, kube-apiserver, kube-controller-manager) and
+# Helm (hack/helm, for the chart's tests) into caches outside the
+# repository. All are no-ops when already done. Tests find the caches by
+# themselves; CONTROLPLANE_BIN and HELM override them.
 deps:
 	hack/install-deps.sh
 	hack/build-controlplane.sh >/dev/null
+	hack/build-helm.sh >/dev/null
 
 controlplane:
 	hack/build-controlplane.sh
