@@ -55,12 +55,24 @@ containers_env() {
 		# No CAP_SYS_RESOURCE: a container may not get more than we have.
 		body=$'[containers]\n'"default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"]"$'\n'"$body"
 	fi
+	foreign_storage
 	[ -n "$body" ] || return 0
 	mkdir -p "$cache"
 	if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$body" ]; then
 		printf '%s' "$body" >"$conf"
 	fi
 	echo "export CONTAINERS_CONF=$conf"
+}
+
+# foreign_storage: images of another architecture go to a store of their own,
+# because the Dockerfile names its bases by tag, and the local bases of the
+# two architectures would take the same names.
+foreign_storage() {
+	[ -n "${ARCH:-}" ] && [ "$ARCH" != "$(dpkg --print-architecture)" ] || return 0
+	local conf="$cache/storage-$ARCH.conf"
+	mkdir -p "$cache"
+	printf '[storage]\ndriver = "overlay"\ngraphroot = "/var/lib/containers/storage-%s"\nrunroot = "/run/containers/storage-%s"\n' "$ARCH" "$ARCH" >"$conf"
+	echo "export CONTAINERS_STORAGE_CONF=$conf"
 }
 
 engine() {
@@ -155,8 +167,17 @@ build() {
 }
 
 install_tools() {
-	command -v mmdebstrap >/dev/null && command -v buildah >/dev/null && command -v podman >/dev/null && return 0
-	"$here/install-deps.sh" "${packages[@]}"
+	if [ -n "${ARCH:-}" ] && [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
+		# mmdebstrap of a foreign architecture runs its scripts under qemu.
+		packages+=(arch-test qemu-user-static binfmt-support)
+		[ -e "/proc/sys/fs/binfmt_misc/qemu-$(arch_qemu)" ] ||
+			log "binfmt_misc has no qemu-$(arch_qemu) entry: RUN steps of $ARCH will fail (see README, Multi-arch)"
+	fi
+	"$here/install-deps.sh" "${packages[@]}" >/dev/null
+}
+
+arch_qemu() {
+	case $ARCH in arm64) echo aarch64 ;; amd64) echo x86_64 ;; *) echo "$ARCH" ;; esac
 }
 
 case ${1:-} in
