@@ -25,17 +25,6 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go build -trimpath -ldflags="-s -w" -o /out/nfs-provisioner ./cmd/provisioner
 
 FROM debian:bookworm-slim
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="nfs-provisioner" \
-      org.opencontainers.image.description="Dynamic NFS volume provisioner for Kubernetes with an embedded NFS-Ganesha server" \
-      org.opencontainers.image.source="https://github.com/nfs-provisioner/nfs-provisioner" \
-      org.opencontainers.image.url="https://github.com/nfs-provisioner/nfs-provisioner" \
-      org.opencontainers.image.documentation="https://github.com/nfs-provisioner/nfs-provisioner/blob/main/docs/install.md" \
-      org.opencontainers.image.vendor="nfs-provisioner maintainers" \
-      org.opencontainers.image.version="$VERSION" \
-      org.opencontainers.image.revision="$REVISION" \
-      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
 # Keep docs, man pages and locales out of the image even where a package
 # ships them; the copyright files stay, as the licences ask.
 # systemd is not installed: the provisioner only uses its
@@ -61,6 +50,19 @@ RUN printf '%s\n' \
         netbase \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log
+# After the package layer: a new revision must not rebuild it (build
+# arguments reach every later RUN step and so bust its cache).
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="nfs-provisioner" \
+      org.opencontainers.image.description="Dynamic NFS volume provisioner for Kubernetes with an embedded NFS-Ganesha server" \
+      org.opencontainers.image.source="https://github.com/nfs-provisioner/nfs-provisioner" \
+      org.opencontainers.image.url="https://github.com/nfs-provisioner/nfs-provisioner" \
+      org.opencontainers.image.documentation="https://github.com/nfs-provisioner/nfs-provisioner/blob/main/docs/install.md" \
+      org.opencontainers.image.vendor="nfs-provisioner maintainers" \
+      org.opencontainers.image.version="$VERSION" \
+      org.opencontainers.image.revision="$REVISION" \
+      org.opencontainers.image.base.name="docker.io/library/debian:bookworm-slim"
 COPY --from=build /out/nfs-provisioner /usr/local/bin/nfs-provisioner
 # Volumes and the provisioner's state live here (a hostPath in the shipped
 # StatefulSet). Declared so that a plain `docker run` puts it on the host's
