@@ -45,7 +45,7 @@ test-unit:
 
 lint: build-arm64
 	$(GO) vet ./...
-	$(GO) vet -tags image ./test/image/
+	$(GO) vet -tags image,kubelet ./test/image/ ./test/kubelet/
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
