@@ -36,6 +36,7 @@ log() { echo "image: $*" >&2; }
 # settings of its own, after writing them; nothing otherwise.
 containers_env() {
 	local conf="$cache/containers.conf" body=""
+	foreign_storage
 	if [ -n "${CONTAINERS_CONF:-}" ]; then
 		return 0 # the caller chose one
 	fi
@@ -55,7 +56,6 @@ containers_env() {
 		# No CAP_SYS_RESOURCE: a container may not get more than we have.
 		body=$'[containers]\n'"default_ulimits = [\"nofile=$nofile:$nofile\", \"nproc=$nproc:$nproc\"]"$'\n'"$body"
 	fi
-	foreign_storage
 	[ -n "$body" ] || return 0
 	mkdir -p "$cache"
 	if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$body" ]; then
