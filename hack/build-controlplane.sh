@@ -3,6 +3,11 @@
 # from hack/controlplane into a cache directory outside the repository, and
 # prints that directory on stdout.
 #
+#   hack/build-controlplane.sh           etcd, kube-apiserver, kube-controller-manager
+#   hack/build-controlplane.sh kubelet   the same, and kubelet (from the same
+#                                        Kubernetes module), for running the
+#                                        shipped manifests on a real node
+#
 # It is idempotent: the cache is keyed by a hash of hack/controlplane/go.mod
 # and go.sum, and a complete cache is reused without running the Go tool.
 # A cold build takes about 7 minutes on 2 cores.
@@ -17,12 +22,19 @@ key=$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -c1-12)
 root=${CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nfs-provisioner/controlplane}
 bin="$root/$key"
 bins=(etcd kube-apiserver kube-controller-manager)
+marker=.complete
+pkgs=(go.etcd.io/etcd/server/v3 k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
+if [ "${1:-}" = kubelet ]; then
+	bins+=(kubelet)
+	marker=.complete-kubelet
+	pkgs+=(k8s.io/kubernetes/cmd/kubelet)
+fi
 
 log() { echo "build-controlplane: $*" >&2; }
 
 complete() {
 	local b
-	[ -f "$bin/.complete" ] || return 1
+	[ -f "$bin/$marker" ] || return 1
 	for b in "${bins[@]}"; do [ -x "$bin/$b" ] || return 1; done
 }
 
@@ -48,10 +60,7 @@ log "building kubernetes $k8s and etcd into $bin (cold: about 7 min on 2 cores)"
 cd "$mod"
 export GOWORK=off CGO_ENABLED=0 GOFLAGS=-mod=mod
 # go build -v names each package as it compiles it; turn that into a progress line.
-go build -v -trimpath -ldflags "$ldflags" -o "$bin/" \
-	go.etcd.io/etcd/server/v3 \
-	k8s.io/kubernetes/cmd/kube-apiserver \
-	k8s.io/kubernetes/cmd/kube-controller-manager 2>&1 |
+go build -v -trimpath -ldflags "$ldflags" -o "$bin/" "${pkgs[@]}" 2>&1 |
 	awk -v t0="$start" '
 		# Package paths have no spaces; anything else is a message worth showing.
 		/ / { print; fflush(); next }
@@ -66,6 +75,6 @@ fi
 # names a binary after the import path less its major-version suffix: "server".
 mv -f "$bin/server" "$bin/etcd"
 for b in "${bins[@]}"; do [ -x "$bin/$b" ] || { log "missing $bin/$b after build"; exit 1; }; done
-touch "$bin/.complete"
+touch "$bin/.complete" "$bin/$marker"
 log "built in $(($(date +%s) - start)) s"
 echo "$bin"

@@ -8,4 +8,7 @@ import (
 	_ "go.etcd.io/etcd/server/v3"
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	// Built only on request (hack/build-controlplane.sh kubelet), to run the
+	// shipped manifests under a real kubelet.
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )

@@ -261,6 +261,9 @@ func (s *Server) Start(ctx context.Context) error {
 		return errors.New("ganesha server already started")
 	}
 	t0 := time.Now()
+	if err := preflight(s.cfg.StateDir, s.cfg.NFSv3); err != nil {
+		return err
+	}
 	for _, l := range []struct {
 		pidFile  string
 		binaries []string

@@ -49,11 +49,14 @@ const (
 )
 
 // TestDeployManifests: each file in deploy/ and their kustomize composition
-// pass a server-side dry run and then apply for real; the rendered objects
-// agree with each other (class and flag name the same provisioner, the Lease
-// rule names the Lease the binary takes, the Service carries the container's
-// ports); and the StatefulSet controller accepts the provisioner's pod. No
-// kubelet runs, so no pod ever starts.
+// pass a server-side dry run and then apply for real; the composition is the
+// provisioner and its class, and no database; the rendered objects agree
+// with each other (class and flag name the same provisioner, the Lease rule
+// names the Lease the binary takes, the Service carries the container's
+// ports); the StatefulSet controller accepts the provisioner's pod; and the
+// database's statefulset.yaml, applied on its own, gets its claims Bound. No
+// kubelet runs, so no pod ever starts (test/image runs the image under the
+// same securityContext).
 func TestDeployManifests(t *testing.T) {
 	c := framework.Shared(t)
 	ns := c.Namespace(t)
@@ -84,7 +87,7 @@ func TestDeployManifests(t *testing.T) {
 		t.Errorf("Service %s has ClusterIP %q; PVs need a stable address", shippedService, svc.Spec.ClusterIP)
 	}
 	if _, err := c.Client.AppsV1().StatefulSets(ns).Get(t.Context(), "mysql", metav1.GetOptions{}); err != nil {
-		t.Errorf("the database StatefulSet is not in the context's namespace %s: %v", ns, err)
+		t.Errorf("the database StatefulSet, applied on its own, is not in the context's namespace %s: %v", ns, err)
 	}
 	// The controller creating the pod proves the template passes admission,
 	// Pod Security included.
@@ -130,7 +133,7 @@ func TestDeployManifests(t *testing.T) {
 	if n := len(p.exports(t.Context())); n != len(claims) {
 		t.Errorf("%d exports for %d claims", n, len(claims))
 	}
-	t.Logf("every replica's claim is Bound: %v", claims)
+	t.Logf("every replica's claim of the separately applied database is Bound: %v", claims)
 	// Delete the database and its claims while the provisioner still runs,
 	// so their PVs, exports and directories go too.
 	removeDatabase(t, c, kc, ns)
@@ -484,7 +487,8 @@ func TestCapabilitiesDefaultPlusDACReadSearch(t *testing.T) {
 }
 
 // checkRendered checks that the kustomize output's objects agree with each
-// other and with the binary. db is statefulset.yaml's objects.
+// other and with the binary, and that none of statefulset.yaml's objects (db)
+// is among them.
 func checkRendered(t *testing.T, objs, db []*unstructured.Unstructured) {
 	t.Helper()
 	var (
@@ -513,16 +517,14 @@ func checkRendered(t *testing.T, objs, db []*unstructured.Unstructured) {
 		found[key] = true
 		switch {
 		case dbNames[key]:
-			if o.GetNamespace() != "" {
-				t.Errorf("%s of the database is forced into namespace %q", key, o.GetNamespace())
-			}
+			t.Errorf("kubectl apply -k deploy/ would install the database's %s", key)
 		case o.GetKind() == "Namespace" || o.GetKind() == "StorageClass" || strings.HasPrefix(o.GetKind(), "Cluster"):
 		case o.GetNamespace() != shippedNamespace:
 			t.Errorf("%s is in namespace %q, want %s", key, o.GetNamespace(), shippedNamespace)
 		}
 	}
 	for _, want := range []string{"Namespace/" + shippedNamespace, "ServiceAccount/" + shippedServiceAccount, "ClusterRole/nfs-provisioner",
-		"ClusterRoleBinding/nfs-provisioner", "Role/nfs-provisioner", "RoleBinding/nfs-provisioner", "StatefulSet/mysql"} {
+		"ClusterRoleBinding/nfs-provisioner", "Role/nfs-provisioner", "RoleBinding/nfs-provisioner", "StorageClass/" + shippedClass} {
 		if !found[want] {
 			t.Errorf("the kustomize output lacks %s", want)
 		}
@@ -561,11 +563,7 @@ func checkRendered(t *testing.T, objs, db []*unstructured.Unstructured) {
 	if e := env["POD_NAMESPACE"]; e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
 		t.Errorf("POD_NAMESPACE is not from the downward API: %+v", e)
 	}
-	sc := ctr.SecurityContext
-	if sc == nil || sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Add, []v1.Capability{"DAC_READ_SEARCH"}) ||
-		len(sc.Capabilities.Drop) != 0 || (sc.Privileged != nil && *sc.Privileged) {
-		t.Errorf("securityContext %+v: want the runtime defaults plus DAC_READ_SEARCH, not privileged", sc)
-	}
+	checkHardened(t, sts.Spec.Template.Spec)
 	if ctr.LivenessProbe == nil || ctr.LivenessProbe.HTTPGet == nil || ctr.LivenessProbe.HTTPGet.Path != "/healthz" ||
 		ctr.ReadinessProbe == nil || ctr.ReadinessProbe.HTTPGet == nil || ctr.ReadinessProbe.HTTPGet.Path != "/readyz" {
 		t.Error("probes: want liveness /healthz and readiness /readyz")
@@ -605,6 +603,57 @@ func checkRendered(t *testing.T, objs, db []*unstructured.Unstructured) {
 	})
 	if !leaseRule {
 		t.Errorf("the Role has no rule for the Lease %q the binary takes", lease)
+	}
+}
+
+// shippedCapabilities are the only ones the shipped pod adds after dropping
+// all; test/image shows what breaks without each.
+var shippedCapabilities = []v1.Capability{"CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETGID", "SETUID"}
+
+// checkHardened checks the provisioner pod's hardening, one property at a
+// time: RuntimeDefault seccomp, all capabilities dropped and exactly
+// shippedCapabilities added, no privilege and no escalation, a read-only root
+// with an emptyDir wherever the image writes outside /export (/run for
+// rpcbind, /tmp).
+func checkHardened(t *testing.T, pod v1.PodSpec) {
+	t.Helper()
+	if sc := pod.SecurityContext; sc == nil || sc.SeccompProfile == nil || sc.SeccompProfile.Type != v1.SeccompProfileTypeRuntimeDefault {
+		t.Error("pod securityContext: want seccompProfile RuntimeDefault")
+	}
+	ctr := pod.Containers[0]
+	sc := ctr.SecurityContext
+	if sc == nil || sc.Capabilities == nil {
+		t.Fatal("container securityContext has no capabilities")
+	}
+	if !slices.Equal(sc.Capabilities.Drop, []v1.Capability{"ALL"}) {
+		t.Errorf("capabilities drop %v, want [ALL]", sc.Capabilities.Drop)
+	}
+	add := slices.Clone(sc.Capabilities.Add)
+	slices.Sort(add)
+	if !slices.Equal(add, shippedCapabilities) {
+		t.Errorf("capabilities add %v, want exactly %v", sc.Capabilities.Add, shippedCapabilities)
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Error("privileged")
+	}
+	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Error("allowPrivilegeEscalation is not false")
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Error("readOnlyRootFilesystem is not true")
+	}
+	emptyDirs := map[string]bool{}
+	for _, m := range ctr.VolumeMounts {
+		for _, vol := range pod.Volumes {
+			if vol.Name == m.Name && vol.EmptyDir != nil {
+				emptyDirs[m.MountPath] = true
+			}
+		}
+	}
+	for _, dir := range []string{"/run", "/tmp"} {
+		if !emptyDirs[dir] {
+			t.Errorf("no writable emptyDir at %s under the read-only root (have %v)", dir, emptyDirs)
+		}
 	}
 }
 
@@ -873,4 +922,140 @@ func grepLines(text, word string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestDeployComponents renders deploy/ with each of its kustomize components
+// through an overlay outside deploy/ (as docs/install.md shows), checks what
+// each changes, and applies it, server-side dry run first: filesystem (a
+// privileged pod whose store propagates mounts both ways, the host's /dev,
+// class nfs-xfs) and storage-e2e (the suite's flags, env and class). The
+// StatefulSet controller creating the privileged pod proves that the API
+// accepts Bidirectional propagation for it.
+func TestDeployComponents(t *testing.T) {
+	c := framework.Shared(t)
+	uninstallShipped(t, c)
+	t.Cleanup(func() { uninstallShipped(t, c) })
+	for _, class := range []string{"nfs-xfs", "example-nfs"} {
+		t.Cleanup(func() {
+			_ = c.Client.StorageV1().StorageClasses().Delete(context.Background(), class, metav1.DeleteOptions{})
+		})
+	}
+	base := decodeManifest(t, []byte(renderWithComponent(t, "")))
+	var baseClass storagev1.StorageClass
+	for _, o := range base {
+		if o.GetKind() == "StorageClass" {
+			fromUnstructured(t, o, &baseClass)
+		}
+	}
+
+	t.Run("filesystem", func(t *testing.T) {
+		objs := decodeManifest(t, []byte(renderWithComponent(t, "filesystem")))
+		var sts appsv1.StatefulSet
+		var xfs storagev1.StorageClass
+		for _, o := range objs {
+			switch {
+			case o.GetKind() == "StatefulSet":
+				fromUnstructured(t, o, &sts)
+			case o.GetKind() == "StorageClass" && o.GetName() == "nfs-xfs":
+				fromUnstructured(t, o, &xfs)
+			}
+		}
+		if len(objs) != len(base)+1 {
+			t.Errorf("%d objects, want the base's %d and class nfs-xfs", len(objs), len(base))
+		}
+		pod := sts.Spec.Template.Spec
+		sc := pod.Containers[0].SecurityContext
+		if sc == nil || sc.Privileged == nil || !*sc.Privileged {
+			t.Errorf("securityContext %+v: want privileged (CAP_SYS_ADMIN, loop devices)", sc)
+		}
+		mounts := map[string]v1.VolumeMount{}
+		for _, m := range pod.Containers[0].VolumeMounts {
+			mounts[m.MountPath] = m
+		}
+		if m := mounts["/export"]; m.MountPropagation == nil || *m.MountPropagation != v1.MountPropagationBidirectional {
+			t.Errorf("/export mount %+v: want Bidirectional propagation", m)
+		}
+		hostPaths := map[string]string{}
+		for _, vol := range pod.Volumes {
+			if vol.HostPath != nil {
+				hostPaths[vol.Name] = vol.HostPath.Path
+			}
+		}
+		if dev, ok := mounts["/dev"]; !ok || hostPaths[dev.Name] != "/dev" {
+			t.Errorf("the host's /dev is not mounted at /dev (new loop devices): %v", hostPaths)
+		}
+		if xfs.Parameters["fsType"] != "xfs" || xfs.AllowVolumeExpansion == nil || !*xfs.AllowVolumeExpansion || xfs.Provisioner != baseClass.Provisioner {
+			t.Errorf("class nfs-xfs: provisioner %q parameters %v expansion %v", xfs.Provisioner, xfs.Parameters, xfs.AllowVolumeExpansion)
+		}
+		for _, k := range []string{"uid", "gid", "mode"} {
+			if xfs.Parameters[k] != baseClass.Parameters[k] {
+				t.Errorf("class nfs-xfs %s=%q, want the base class's %q", k, xfs.Parameters[k], baseClass.Parameters[k])
+			}
+		}
+		applyNamespacesFirst(t, c.Kubeconfig, "deploy/ with components/filesystem", objs)
+		framework.Eventually(t, 60*time.Second, "the privileged pod created", func() (bool, error) {
+			p, err := c.Client.CoreV1().Pods(shippedNamespace).Get(t.Context(), shippedStatefulSet+"-0", metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return false, nil
+			}
+			return err == nil && p.Spec.Containers[0].SecurityContext.Privileged != nil && *p.Spec.Containers[0].SecurityContext.Privileged, err
+		})
+	})
+
+	t.Run("storage-e2e", func(t *testing.T) {
+		objs := decodeManifest(t, []byte(renderWithComponent(t, "storage-e2e")))
+		var sts appsv1.StatefulSet
+		var class storagev1.StorageClass
+		for _, o := range objs {
+			switch o.GetKind() {
+			case "StatefulSet":
+				fromUnstructured(t, o, &sts)
+			case "StorageClass":
+				fromUnstructured(t, o, &class)
+			}
+		}
+		ctr := sts.Spec.Template.Spec.Containers[0]
+		if !slices.Equal(ctr.Args, []string{"-provisioner=example.com/nfs", "-grace-period=0"}) {
+			t.Errorf("args %v: want the suite's", ctr.Args)
+		}
+		if len(ctr.Env) != 1 || ctr.Env[0].Name != "POD_IP" {
+			t.Errorf("env %v: want only POD_IP", ctr.Env)
+		}
+		if class.Name != "example-nfs" || class.Provisioner != "example.com/nfs" || len(class.Parameters) != 1 || class.Parameters["mountOptions"] != "vers=4.1" {
+			t.Errorf("class %s: provisioner %q parameters %v", class.Name, class.Provisioner, class.Parameters)
+		}
+		if _, err := volume.ParseParams(class.Parameters); err != nil {
+			t.Errorf("the provisioner would refuse the suite's class: %v", err)
+		}
+		checkHardened(t, sts.Spec.Template.Spec)
+		applyNamespacesFirst(t, c.Kubeconfig, "deploy/ with components/storage-e2e", objs)
+	})
+}
+
+// renderWithComponent renders deploy/ through an overlay that lists
+// deploy/components/<name> ("" = none). kustomize refuses an overlay inside
+// the base's directory, so it lives in bin/ (ignored by git).
+func renderWithComponent(t *testing.T, name string) string {
+	t.Helper()
+	bin := filepath.Join(filepath.Dir(filepath.Clean(deployPath(t, ""))), "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(bin, "kustomize-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../deploy\n"
+	if name != "" {
+		k += "components:\n  - ../../deploy/components/" + name + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("kubectl", "kustomize", dir).Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize with component %q: %v", name, err)
+	}
+	return string(out)
 }
