@@ -112,6 +112,16 @@ func setOwner(path string, spec storage.Spec) error {
 	if err := os.Chmod(path, spec.Mode); err != nil {
 		return fmt.Errorf("chmod %s to %o: %w", path, spec.Mode, err)
 	}
+	// Without CAP_FSETID the kernel drops setgid silently when the group is
+	// not one of ours; a volume must not come out other than the class says.
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", path, err)
+	}
+	const bits = os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky
+	if got := fi.Mode() & bits; got != spec.Mode&bits {
+		return fmt.Errorf("chmod %s to %v left %v (setgid on another group's directory needs CAP_FSETID)", path, spec.Mode&bits, got)
+	}
 	return nil
 }
 
