@@ -188,8 +188,8 @@ func run(ctx context.Context, o *options) error {
 	if err := obs.watch(ctx, o, prov, storeUsage(dirs, images)); err != nil {
 		return err
 	}
-	newController := func() *controller.ProvisionController {
-		return controller.NewProvisionController(logger, client, o.provisioner, prov, append(obs.controllerOptions(informers),
+	newController := func(inf *sharedInformers) *controller.ProvisionController {
+		return controller.NewProvisionController(logger, client, o.provisioner, prov, append(obs.controllerOptions(inf),
 			controller.LeaderElection(false), // runElected does it; see there
 			controller.Threadiness(o.threads),
 			controller.ProvisionTimeout(o.provisionTimeout),
@@ -200,13 +200,21 @@ func run(ctx context.Context, o *options) error {
 		)...)
 	}
 	if !o.leaderElect {
-		newController().Run(ctx)
+		newController(informers).Run(ctx)
 	} else {
 		// Losing the lease pauses provisioning, never NFS service: ganesha
 		// runs outside the election, and a new term gets a new controller
 		// (the library's cannot be run twice).
 		for ctx.Err() == nil {
-			if err := runElected(ctx, client, o.provisioner, podNamespace(), func(ctx context.Context) { newController().Run(ctx) }); err != nil {
+			if err := runElected(ctx, client, o.provisioner, podNamespace(), func(ctx context.Context) {
+				// Each term's controller gets caches of its own: the library
+				// adds an indexer to its claim informer, which an informer
+				// that served an earlier term refuses.
+				inf := newInformers(client, func() {})
+				c := newController(inf)
+				inf.Start(ctx.Done())
+				c.Run(ctx)
+			}); err != nil {
 				return err
 			}
 			if ctx.Err() == nil {

@@ -284,23 +284,41 @@ func (m *ExportManager) rollback(ctx context.Context, id uint16) {
 	}
 }
 
-// compareActiveLocked decides an Add whose ID ganesha already serves.
+// serves reports whether live export a is the one k describes. ganesha 4.3
+// reports an export's pseudo path where there is one (mount_path_pseudo),
+// else its path.
+func (k Export) serves(a activeExport) bool {
+	return a.Path == k.Pseudo || a.Path == k.Path
+}
+
+// compareActiveLocked decides an Add whose ID ganesha already serves. Our
+// file for the ID is trusted only when ganesha serves the same path: with a
+// shared ganesha, someone may have replaced our export while we were away,
+// and then our file is stale and is dropped.
 func (m *ExportManager) compareActiveLocked(ctx context.Context, e Export) error {
-	if old, ok := m.known[e.ID]; ok {
-		if old.Equal(e) {
-			return nil
-		}
-		return fmt.Errorf("export %d: %w: requested %s, active %s", e.ID, ErrConflict, e, old)
-	}
-	// Active but with no file of ours: only ganesha knows what it is.
 	active, err := m.bus.ShowExports(ctx)
 	if err != nil {
 		return fmt.Errorf("export %d: %w: requested %s, active with unknown content (%v)", e.ID, ErrConflict, e, err)
 	}
 	for _, a := range active {
-		if a.ID == e.ID {
-			return fmt.Errorf("export %d: %w: requested %s, active export %d %s not managed by this state dir", e.ID, ErrConflict, e, a.ID, a.Path)
+		if a.ID != e.ID {
+			continue
 		}
+		old, ok := m.known[e.ID]
+		switch {
+		case ok && old.serves(a) && old.Equal(e):
+			return nil
+		case ok && old.serves(a):
+			return fmt.Errorf("export %d: %w: requested %s, active %s", e.ID, ErrConflict, e, old)
+		case ok:
+			klog.FromContext(ctx).Info("Our file for an export ID describes another path than ganesha serves under it; dropping the stale file", "exportID", e.ID, "file", old.Path, "served", a.Path)
+			delete(m.known, e.ID)
+			os.Remove(m.fileOf(e.ID))
+			if err := m.writeIncludesLocked(); err != nil {
+				return fmt.Errorf("export %d: %w", e.ID, err)
+			}
+		}
+		return fmt.Errorf("export %d: %w: requested %s, active export %d %s not managed by this state dir", e.ID, ErrConflict, e, a.ID, a.Path)
 	}
 	return fmt.Errorf("export %d: %w: requested %s, ganesha reports it active", e.ID, ErrConflict, e)
 }
@@ -368,7 +386,9 @@ func (m *ExportManager) List(ctx context.Context) ([]Export, error) {
 		if a.ID == 0 || a.ID == SentinelExportID {
 			continue
 		}
-		if k, ok := m.known[a.ID]; ok {
+		// Our file describes the live export only if ganesha serves its
+		// path: with a shared ganesha, someone may have replaced it.
+		if k, ok := m.known[a.ID]; ok && k.serves(a) {
 			out = append(out, k)
 			continue
 		}

@@ -117,6 +117,12 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		return nil, controller.ProvisioningFinished, err
 	}
 
+	// Handed over: the library saves the PV, or calls Delete if it cannot.
+	// From here the volume may have reached a client, so it is never again
+	// an unfinished provision that reconciliation may remove.
+	if err = p.finishOwner(spec.Name, opts.PVName); err != nil {
+		return nil, controller.ProvisioningFinished, err
+	}
 	pv = p.buildPV(opts, params, v, id)
 	logger.Info("Provisioned volume", "volume", v.Name, "kind", v.Kind, "size", v.Size, "exportID", id,
 		"server", p.opts.Server, "path", PseudoPath(v.Name), "clonedFrom", source)
@@ -152,6 +158,19 @@ func (p *Provisioner) recordOwner(spec storage.Spec, opts controller.ProvisionOp
 			klog.Background().Error(err, "Could not drop the ledger record of a failed provision", "volume", spec.Name)
 		}
 	}, nil
+}
+
+// finishOwner marks the ledger record of a provision as finished.
+func (p *Provisioner) finishOwner(name, pv string) error {
+	o, ok, err := p.opts.State.Owner(name)
+	if err != nil || (ok && !o.Provisioning) {
+		return err
+	}
+	if !ok {
+		o = Owner{PV: pv, Created: p.opts.Clock.Now().UTC()}
+	}
+	o.Provisioning = false
+	return p.opts.State.SetOwner(name, o)
 }
 
 // promise checks that a new volume fits and holds its room until release.

@@ -212,11 +212,18 @@ func TestUnfinishedProvisionIsReapedOnlyWhenNobodyGotIt(t *testing.T) {
 	if _, err := f.client.CoreV1().PersistentVolumeClaims("ns").Create(ctx, claim, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pv, _, err := f.p.Provision(ctx, opts) // its PV is never saved: the process died
+	pv, _, err := f.p.Provision(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := pv.Annotations[AnnDirectory]
+	// As if the process died after exporting, before Provision returned:
+	// the record still says provisioning, and the PV is never saved.
+	o, _, _ := f.state.Owner(dir)
+	o.Provisioning = true
+	if err := f.state.SetOwner(dir, o); err != nil {
+		t.Fatal(err)
+	}
 	pass := func() ReconcileResult {
 		t.Helper()
 		res, err := f.newProvisioner(t, -1).Reconcile(ctx)
@@ -329,5 +336,26 @@ func TestVolumesForMetrics(t *testing.T) {
 	want := VolumeInfo{PV: "pv-1", Namespace: "ns", Claim: "c", StorageClass: "nfs", Kind: storage.Directory, ExportID: 4, Path: path, Capacity: 1 << 30}
 	if len(got) != 1 || got[0] != want {
 		t.Fatalf("Volumes() = %+v, want [%+v]", got, want)
+	}
+}
+
+// A volume handed over in a PV is never reaped, even when its claim and PV
+// are both gone before any pass saw them (a Retain PV deleted by hand).
+func TestDeliveredVolumeIsNeverReaped(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, -1)
+	pv, _, err := f.p.Provision(ctx, claimOptions("ns", "c", "1Mi", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := pv.Annotations[AnnDirectory]
+	writeFile(t, filepath.Join(f.store.Root(), dir, "data"), "user data")
+	f.clock.Step(time.Hour) // far past the grace period; no claim, no PV
+	res, err := f.newProvisioner(t, -1).Reconcile(ctx)
+	if err != nil || res.ReapedIntents != 0 || res.Leftovers != 1 {
+		t.Fatalf("result %+v %v: want the volume kept as a leftover", res, err)
+	}
+	if data, err := os.ReadFile(filepath.Join(f.store.Root(), dir, "data")); err != nil || string(data) != "user data" {
+		t.Fatalf("delivered volume lost: %v", err)
 	}
 }

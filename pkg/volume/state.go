@@ -98,7 +98,8 @@ func (s *State) SetIdentity(id string) error {
 // Owner is the ledger's record of one volume: which PV it was made for. It is
 // written, and synced, before the volume is made, so it is also the intent
 // of an unfinished provision: a volume whose record is still Provisioning
-// was never seen in a PV.
+// was never handed over in a PV (Provision did not return it), so no client
+// can have received it.
 type Owner struct {
 	PV    string       `json:"pv"`
 	Kind  storage.Kind `json:"kind"`
@@ -106,7 +107,8 @@ type Owner struct {
 	// ClaimUID is the claim the volume was made for.
 	ClaimUID string    `json:"claimUID,omitempty"`
 	Created  time.Time `json:"created"`
-	// Provisioning is true until a PV naming the volume has been seen.
+	// Provisioning is true until Provision returned the volume's PV (or a
+	// PV naming it has been seen).
 	Provisioning bool `json:"provisioning,omitempty"`
 	// Released is set when the PV was deleted under onDelete=retain: the
 	// data is kept and no longer served.

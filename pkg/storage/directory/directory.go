@@ -240,7 +240,9 @@ func (b *Backend) List(ctx context.Context) ([]string, error) {
 	var names []string
 	for _, e := range entries {
 		name := e.Name()
-		if !e.IsDir() || strings.HasPrefix(name, ".") || strings.HasPrefix(name, storage.ArchivePrefix) {
+		// lost+found is the filesystem's own (a store that is an ext4
+		// filesystem of its own has one); no volume is ever named so.
+		if !e.IsDir() || strings.HasPrefix(name, ".") || strings.HasPrefix(name, storage.ArchivePrefix) || name == "lost+found" {
 			continue
 		}
 		names = append(names, name)
