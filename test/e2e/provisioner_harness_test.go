@@ -31,6 +31,7 @@ type provisionerConfig struct {
 	Env         map[string]string // more environment
 	NFSVersions string            // default 3,4
 	Wrap        []string          // a command the binary runs under, e.g. setpriv
+	Binary      string            // default the binary built from this checkout
 }
 
 // testProvisioner is one running provisioner with its embedded ganesha, on
@@ -69,6 +70,15 @@ func startProvisioner(t testing.TB, c *framework.Cluster, cfg provisionerConfig)
 
 // start runs the binary and waits until /readyz answers.
 func (p *testProvisioner) start() {
+	p.t.Helper()
+	if err := p.tryStart(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// tryStart is start for tests that expect start-up to fail: the error says
+// why, with the tail of the log.
+func (p *testProvisioner) tryStart() error {
 	t := p.t
 	t.Helper()
 	var env []string
@@ -78,15 +88,16 @@ func (p *testProvisioner) start() {
 	p.generation++
 	p.logFile = filepath.Join(t.TempDir(), fmt.Sprintf("provisioner-%d.log", p.generation))
 	spec := &framework.ProvisionerSpec{
-		Name: p.cfg.Name, Namespace: p.cfg.Namespace, ExportDir: p.cfg.ExportDir, Kubeconfig: p.cfg.Kubeconfig,
+		Binary: p.cfg.Binary, Name: p.cfg.Name, Namespace: p.cfg.Namespace, ExportDir: p.cfg.ExportDir, Kubeconfig: p.cfg.Kubeconfig,
 		NFSPort: p.NFSPort, MountdPort: p.MountPort, HTTPPort: p.httpPort,
 		NFSVersions: p.cfg.NFSVersions, Args: p.cfg.ExtraArgs, Env: env, Wrap: p.cfg.Wrap, LogFile: p.logFile,
 	}
 	proc, err := framework.StartProvisioner(t.Context(), spec)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	p.proc = proc
+	return nil
 }
 
 // kill9 kills the provisioner with SIGKILL, as a crashed node would. Its
