@@ -124,9 +124,13 @@ func servedID(t *testing.T, p *testProvisioner, pv *v1.PersistentVolume) string 
 func TestRunServerFalseTouchesOnlyOwnExports(t *testing.T) {
 	c := framework.Shared(t)
 	ns := c.Namespace(t)
-	exportDir := t.TempDir()
+	exportDir := shortTempDir(t)
 	g := startSharedGanesha(t, exportDir)
 	g.addForeign(t, 3)
+	g.checkForeign(t, "before the provisioner starts")
+	if t.Failed() {
+		t.FailNow()
+	}
 	p := startOnShared(t, g, c, ns, exportDir)
 	g.checkForeign(t, "after start-up")
 	class := ns + "-shared"
@@ -155,12 +159,13 @@ func TestRunServerFalseTouchesOnlyOwnExports(t *testing.T) {
 func TestExportIDConflictPVRecordsServedID(t *testing.T) {
 	c := framework.Shared(t)
 	ns := c.Namespace(t)
-	exportDir := t.TempDir()
+	exportDir := shortTempDir(t)
 	g := startSharedGanesha(t, exportDir)
 	p := startOnShared(t, g, c, ns, exportDir)
 	// Taken after start-up, so that the provisioner meets them only as
 	// conflicts when it exports.
 	g.addForeign(t, 8)
+	g.checkForeign(t, "before provisioning")
 	class := ns + "-conflict"
 	storageClass(t, c, class, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
 	env := testEnv{c: c, ns: ns, p: p, class: class}
@@ -210,13 +215,13 @@ func TestExportIDsNotReusedAfterRestart(t *testing.T) {
 	}
 }
 
-// TestMaxExportsUnderConcurrency: with -max-exports=2, eight claims made at
+// TestMaxExportsUnderConcurrency: with -max-exports=2, sixteen claims made at
 // once give exactly two Bound volumes; the others get Warning events and
 // leave no directory and no export behind.
 func TestMaxExportsUnderConcurrency(t *testing.T) {
 	env := newTestEnv(t, append(fastReconcile, "-max-exports=2")...)
 	c, ns, p := env.c, env.ns, env.p
-	const n = 8
+	const n = 16
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := range n {

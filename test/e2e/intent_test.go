@@ -3,7 +3,7 @@ package e2e
 import (
 	"context"
 	"path/filepath"
-	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,10 +87,16 @@ func TestUnfinishedProvisionCollectedOnlyWhenClaimGone(t *testing.T) {
 	var half []string
 	framework.Eventually(t, 60*time.Second, "both volumes made without PVs", func() (bool, error) {
 		half = nil
+	dirs:
 		for _, d := range p.volumeDirs() {
-			if !slices.Contains(before, d) {
-				half = append(half, d)
+			// Not one of the earlier volumes, even renamed (today's
+			// start-up archives leftovers as archived-<name>).
+			for _, b := range before {
+				if strings.Contains(d, b) {
+					continue dirs
+				}
 			}
+			half = append(half, d)
 		}
 		return len(half) == 2, nil
 	})

@@ -53,7 +53,7 @@ func startProvisioner(t testing.TB, c *framework.Cluster, cfg provisionerConfig)
 		cfg.Name = "example.com/nfs-" + cfg.Namespace
 	}
 	if cfg.ExportDir == "" {
-		cfg.ExportDir = t.TempDir()
+		cfg.ExportDir = shortTempDir(t)
 	}
 	if cfg.Kubeconfig == "" {
 		cfg.Kubeconfig = c.Kubeconfig
@@ -66,6 +66,19 @@ func startProvisioner(t testing.TB, c *framework.Cluster, cfg provisionerConfig)
 	p.start()
 	t.Cleanup(func() { p.stop() })
 	return p
+}
+
+// shortTempDir is a temporary directory with a short path: the store holds
+// ganesha's D-Bus socket, whose path must fit in 108 bytes, which a
+// t.TempDir() named after a long test name does not.
+func shortTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
 }
 
 // start runs the binary and waits until /readyz answers.

@@ -97,26 +97,25 @@ func exportOf(t testing.TB, p *testProvisioner, pv *v1.PersistentVolume) (id uin
 }
 
 // pvWarning waits for a Warning event on PV name whose message contains
-// want ("" for any), and returns its reason and message.
+// want ("" for any), and returns its reason and message. A missing event is
+// an error, not fatal: the data-safety checks that follow matter more.
 func pvWarning(t testing.TB, c *framework.Cluster, name, want string) string {
 	t.Helper()
-	var got string
-	framework.Eventually(t, 60*time.Second, fmt.Sprintf("a Warning event on PV %s containing %q", name, want), func() (bool, error) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(framework.PollInterval) {
 		events, err := c.Client.CoreV1().Events("").List(t.Context(), metav1.ListOptions{
 			FieldSelector: "involvedObject.kind=PersistentVolume,involvedObject.name=" + name,
 		})
 		if err != nil {
-			return false, err
+			t.Fatal(err)
 		}
 		for _, e := range events.Items {
 			if e.Type == v1.EventTypeWarning && strings.Contains(e.Message, want) {
-				got = e.Reason + ": " + e.Message
-				return true, nil
+				return e.Reason + ": " + e.Message
 			}
 		}
-		return false, nil
-	})
-	return got
+	}
+	t.Errorf("no Warning event on PV %s containing %q within 30s", name, want)
+	return ""
 }
 
 func deleteClaim(t testing.TB, c *framework.Cluster, ns, name string) {

@@ -32,7 +32,17 @@ type LoopStore struct {
 // Close earlier to check that nothing leaked (Leaked).
 func NewLoopStore(t testing.TB, size int64, fstype string) *LoopStore {
 	t.Helper()
-	tmp := t.TempDir()
+	// Not t.TempDir(): named after the test, its path can be too long for
+	// the D-Bus socket the provisioner keeps in its store.
+	tmp, err := os.MkdirTemp("", "loopstore-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !mounted(filepath.Join(tmp, "mnt")) {
+			_ = os.RemoveAll(tmp)
+		}
+	})
 	s := &LoopStore{Image: filepath.Join(tmp, "store.img"), Dir: filepath.Join(tmp, "mnt")}
 	if err := os.Mkdir(s.Dir, 0o755); err != nil {
 		t.Fatal(err)
