@@ -113,6 +113,12 @@ type workload struct {
 	keep    []string // claims never deleted (the sentinel, the filler)
 	maxVols int
 
+	// sessions paces the workload's NFS mounts: the Go client binds each
+	// connection to a privileged port (1-1023) that stays in TIME_WAIT for
+	// a minute, and an unpaced workload runs out of them, which looks like
+	// a server that does not answer.
+	sessions <-chan time.Time
+
 	provisioning atomic.Bool  // false pauses provisions (while the store is full)
 	inflight     atomic.Int64 // provisions under way
 	ops          [numOpKinds]atomic.Int64
@@ -161,7 +167,7 @@ func (w *workload) nextOp(r *rand.Rand) opKind {
 	switch {
 	case w.provisioning.Load() && (size < 4 || size < w.maxVols && x < 0.3):
 		return opProvision
-	case size > 6 && x > 0.9:
+	case size > 6 && x > 0.85, size >= w.maxVols && x > 0.6:
 		return opDelete
 	default:
 		return opWrite
@@ -224,11 +230,17 @@ func (w *workload) write(ctx context.Context, r *rand.Rand) {
 	for i := range data {
 		data[i] = byte(r.Uint32())
 	}
+	if !w.pace(ctx) {
+		return
+	}
 	if err := nfsWrite(ctx, w.target(v.pv), name, data); err != nil {
 		w.failed[opWrite].Add(1)
 		return // not acknowledged: nothing is owed
 	}
 	w.ledger.ack(v, name, data)
+	if !w.pace(ctx) {
+		return
+	}
 	got, err := nfsRead(ctx, w.target(v.pv), name)
 	if err != nil {
 		return // a read cut by a kill; the end check reads it again
@@ -236,6 +248,16 @@ func (w *workload) write(ctx context.Context, r *rand.Rand) {
 	if !bytes.Equal(got, data) {
 		w.corrupt.Add(1)
 		w.note("%s/%s read back %d bytes differing from the %d acknowledged", v.claim, name, len(got), len(data))
+	}
+}
+
+// pace waits for the next NFS session slot; false means ctx ended.
+func (w *workload) pace(ctx context.Context) bool {
+	select {
+	case <-w.sessions:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 
