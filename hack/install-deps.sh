@@ -15,6 +15,8 @@ if [ ${#packages[@]} -eq 0 ]; then
 	packages=(
 		nfs-ganesha nfs-ganesha-vfs dbus rpcbind systemd  # the embedded NFS server
 		libnfs-utils                                      # real NFS clients for tests
+		xfsprogs e2fsprogs                                # filesystem volumes (pkg/storage/fsimage)
+		prometheus                                        # metrics e2e and promtool (alert rules)
 		openssl util-linux procps iproute2 curl           # harness helpers (setpriv, ss)
 		mariadb-server mariadb-client mariadb-backup socat # test/mysql
 	)

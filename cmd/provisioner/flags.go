@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // options are the command-line flags. The first group keeps the names,
@@ -23,17 +24,27 @@ type options struct {
 	deviceBasedFSIDs bool
 	enableXFSQuota   bool
 
-	exportDir     string
-	nfsPort       int
-	mountdPort    int
-	nfsVersions   string
-	bindAddress   string
-	kubeAPIQPS    float64
-	kubeAPIBurst  int
-	httpAddress   string
-	threads       int
+	exportDir         string
+	nfsPort           int
+	mountdPort        int
+	nfsVersions       string
+	bindAddress       string
+	kubeAPIQPS        float64
+	kubeAPIBurst      int
+	httpAddress       string
+	threads           int
+	runtimeDir        string
+	reconcileInterval time.Duration
+	intentGrace       time.Duration
+	overcommit        float64
+	provisionTimeout  time.Duration
+	deletionTimeout   time.Duration
+
 	useNFSv3      bool // derived from nfsVersions
 	exportClients []string
+
+	usageScanInterval time.Duration
+	usageScanRate     int
 }
 
 func (o *options) register(fs *flag.FlagSet) {
@@ -45,7 +56,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.serverHostname, "server-hostname", "", "NFS server address written into PVs. Default: the ClusterIP of Service $SERVICE_NAME in $POD_NAMESPACE, else $POD_IP.")
 	fs.StringVar(&o.exportSubnet, "export-subnet", "*", "Clients every export is restricted to: *, or a comma list of addresses, CIDRs or host names.")
 	fs.IntVar(&o.maxExports, "max-exports", -1, "Most volumes this provisioner makes; negative means no limit.")
-	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Take a coordination.k8s.io Lease in $POD_NAMESPACE before provisioning.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Take a coordination.k8s.io Lease in $POD_NAMESPACE before provisioning. Not needed for one store: the store's lock already makes one process its only writer. Losing the lease pauses provisioning only; NFS service goes on.")
 	fs.BoolVar(&o.deviceBasedFSIDs, "device-based-fsids", true, "Accepted for compatibility and ignored: exports always get stable, device-independent fsids, so file handles survive a move to another node.")
 	fs.BoolVar(&o.enableXFSQuota, "enable-xfs-quota", false, "Not supported yet; true fails at start-up.")
 
@@ -56,8 +67,16 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.bindAddress, "bind-address", "", "Address ganesha listens on; default all.")
 	fs.Float64Var(&o.kubeAPIQPS, "kube-api-qps", 100, "Queries per second to the API server (client-go's default of 5 throttles a burst of claims).")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 200, "Burst of queries to the API server.")
-	fs.StringVar(&o.httpAddress, "http-address", ":8080", "Address of /healthz and /readyz; empty turns them off.")
+	fs.StringVar(&o.httpAddress, "http-address", ":8080", "Address of /healthz, /readyz and /metrics; empty turns them off.")
 	fs.IntVar(&o.threads, "worker-threads", 8, "Claims and volumes worked on at once.")
+	fs.StringVar(&o.runtimeDir, "runtime-dir", "", "Where ganesha's D-Bus socket, PID files and capped logs live while it runs; never on an exported filesystem. Default: /run/nfs-provisioner/<hash of the export dir>.")
+	fs.DurationVar(&o.reconcileInterval, "reconcile-interval", time.Minute, "How often exports are reconciled with the PVs (also on every PV change). Reconciliation never removes data.")
+	fs.DurationVar(&o.intentGrace, "intent-grace", 10*time.Minute, "How long an unfinished provision waits for its PV before what it made may be removed, once its claim is gone or bound elsewhere.")
+	fs.Float64Var(&o.overcommit, "overcommit", 1.0, "How many times the store's size the sizes of filesystem volumes (fsType) may add up to; 1 means no overcommit.")
+	fs.DurationVar(&o.provisionTimeout, "provision-timeout", 10*time.Minute, "Longest one Provision call may take, a clone's copy included; the library retries after it.")
+	fs.DurationVar(&o.deletionTimeout, "deletion-timeout", 5*time.Minute, "Longest one Delete call may take; the library retries after it.")
+	fs.DurationVar(&o.usageScanInterval, "volume-usage-scan-interval", 5*time.Minute, "Pause between walks of directory volumes for nfs_provisioner_volume_used_bytes; a value is at most this plus one walk old. 0 turns the walk off (no used-bytes series for directory volumes).")
+	fs.IntVar(&o.usageScanRate, "volume-usage-scan-rate", 2000, "Most files per second the directory usage walk looks at.")
 }
 
 // validate checks the flags together and fills in the derived fields.
@@ -92,6 +111,21 @@ func (o *options) validate() error {
 	}
 	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst <= 0 {
 		return fmt.Errorf("-kube-api-qps and -kube-api-burst must be positive")
+	}
+	if o.reconcileInterval < time.Second {
+		return fmt.Errorf("-reconcile-interval=%s: want at least 1s", o.reconcileInterval)
+	}
+	if o.intentGrace <= 0 {
+		return fmt.Errorf("-intent-grace=%s: want more than 0", o.intentGrace)
+	}
+	if o.overcommit < 1 || o.overcommit > 100 {
+		return fmt.Errorf("-overcommit=%g: want 1 (none) to 100", o.overcommit)
+	}
+	if o.provisionTimeout < 10*time.Second || o.deletionTimeout < 10*time.Second {
+		return fmt.Errorf("-provision-timeout and -deletion-timeout must be at least 10s")
+	}
+	if o.usageScanInterval < 0 || o.usageScanRate < 1 {
+		return fmt.Errorf("-volume-usage-scan-interval=%v must not be negative and -volume-usage-scan-rate=%d must be at least 1", o.usageScanInterval, o.usageScanRate)
 	}
 	if o.threads < 1 {
 		return fmt.Errorf("-worker-threads=%d: want at least 1", o.threads)

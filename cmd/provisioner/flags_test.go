@@ -60,6 +60,8 @@ func TestFlagValidation(t *testing.T) {
 		{[]string{"-export-dir="}, "must not be empty"},
 		{[]string{"-kube-api-qps=0"}, "must be positive"},
 		{[]string{"-worker-threads=0"}, "at least 1"},
+		{[]string{"-volume-usage-scan-interval=-1s"}, "must not be negative"},
+		{[]string{"-volume-usage-scan-rate=0"}, "must be at least 1"},
 	} {
 		_, err := parse(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -1,6 +1,12 @@
 // Command provisioner is a dynamic NFS volume provisioner for Kubernetes with
 // an embedded NFS-Ganesha server. It takes the upstream nfs-provisioner
 // image's flags; see flags.go. This file only wires the parts together.
+//
+// The order of start-up is the point: the NFS server starts first and serves
+// every export persisted in the store before the API server is asked
+// anything, so a restart during an API outage does not interrupt NFS
+// service. Only provisioning waits for the API server, and for a first
+// reconciliation with the PVs.
 package main
 
 import (
@@ -8,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,6 +23,8 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -27,6 +36,9 @@ import (
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/health"
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage/directory"
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage/fsimage"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
 )
 
@@ -53,46 +65,79 @@ func run(ctx context.Context, o *options) error {
 	}
 	logger := klog.FromContext(ctx)
 
+	// The store, its lock and its volumes: local, no API server needed.
 	if err := os.MkdirAll(o.exportDir, 0o755); err != nil {
 		return fmt.Errorf("export dir: %w", err)
 	}
-	store, err := volume.NewStore(o.exportDir)
+	dirs, err := directory.New(o.exportDir)
 	if err != nil {
 		return err
 	}
-	stateDir, err := volume.StateDir(store.Root())
+	state, err := volume.OpenState(dirs.Root())
 	if err != nil {
 		return err
 	}
-	lock, err := volume.LockStateDir(stateDir)
+	lock, err := state.Lock()
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
-	identity, err := volume.LoadIdentity(stateDir)
-	if err != nil {
-		return err
-	}
-
-	client, err := kubeClient(o)
-	if err != nil {
-		return err
-	}
-	server, err := volume.ServerAddress(ctx, client, volume.ServerAddressSource{
-		Hostname:     o.serverHostname,
-		ServiceName:  os.Getenv("SERVICE_NAME"),
-		PodNamespace: os.Getenv("POD_NAMESPACE"),
-		PodIP:        os.Getenv("POD_IP"),
+	backends := []storage.Backend{dirs}
+	images, err := fsimage.New(ctx, fsimage.Options{
+		ImageDir: filepath.Join(state.Dir(), "images"),
+		MountDir: filepath.Join(state.Dir(), "mounts"),
 	})
 	if err != nil {
 		return err
 	}
+	backends = append(backends, images)
+	logVolumeKinds(ctx, backends, dirs.Root())
+	// Filesystem volumes that were open are mounted again before ganesha
+	// serves their exports.
+	if n, err := images.Reopen(ctx); err != nil {
+		logger.Error(err, "Some filesystem volumes could not be opened again; reconciliation reports them", "opened", n)
+	} else if n > 0 {
+		logger.Info("Opened filesystem volumes again", "volumes", n)
+	}
 
-	exporter, alive, stopServer, err := startNFS(ctx, o, stateDir)
+	// The data plane: serves what the store says, before anything else.
+	obs := newObservability()
+	exporter, alive, stopServer, err := startNFS(ctx, o, state.Dir(), obs)
 	if err != nil {
 		return err
 	}
 	defer stopServer()
+
+	if o.httpAddress != "" {
+		// Ready means NFS is served: a Service routes clients to ready pods
+		// only, so readiness must not wait for the API server.
+		if err := health.Serve(ctx, o.httpAddress, obs.handler([]health.Check{alive}, []health.Check{alive})); err != nil {
+			return err
+		}
+	}
+
+	// The control plane: waits for the API server as long as it takes.
+	client, err := kubeClient(o)
+	if err != nil {
+		return err
+	}
+	identity, err := untilAPI(ctx, "resolve the store's identity", func(ctx context.Context) (string, error) {
+		return volume.ResolveIdentity(ctx, state, client, backends)
+	})
+	if err != nil {
+		return err
+	}
+	server, err := untilAPI(ctx, "find the NFS server address for PVs", func(ctx context.Context) (string, error) {
+		return volume.ServerAddress(ctx, client, volume.ServerAddressSource{
+			Hostname:     o.serverHostname,
+			ServiceName:  os.Getenv("SERVICE_NAME"),
+			PodNamespace: os.Getenv("POD_NAMESPACE"),
+			PodIP:        os.Getenv("POD_IP"),
+		})
+	})
+	if err != nil {
+		return err
+	}
 
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(0)
@@ -101,59 +146,145 @@ func run(ctx context.Context, o *options) error {
 	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "nfs-provisioner"})
 
 	prov, err := volume.New(volume.Options{
-		Name:       o.provisioner,
-		Identity:   identity,
-		Store:      store,
-		Exporter:   exporter,
-		Server:     server,
-		Clients:    o.exportClients,
-		MaxExports: o.maxExports,
-		Client:     client,
-		Recorder:   recorder,
+		Identity:    identity,
+		Backends:    backends,
+		State:       state,
+		Exporter:    exporter,
+		Server:      server,
+		Clients:     o.exportClients,
+		MaxExports:  o.maxExports,
+		Overcommit:  o.overcommit,
+		IntentGrace: o.intentGrace,
+		Client:      client,
+		Recorder:    recorder,
+		Observer:    obs.metrics,
 	})
 	if err != nil {
 		return err
 	}
-
-	if o.httpAddress != "" {
-		ready := func() error {
-			if !prov.Reconciled() {
-				return errors.New("start-up reconciliation has not finished")
-			}
-			return nil
-		}
-		if err := health.Serve(ctx, o.httpAddress, health.Handler([]health.Check{alive}, []health.Check{alive, ready})); err != nil {
-			return err
-		}
+	informers := newInformers(client, prov.Trigger)
+	informers.Start(ctx.Done())
+	go prov.RunReconciler(ctx, o.reconcileInterval)
+	logger.Info("Serving; provisioning starts after the first reconciliation", "provisioner", o.provisioner, "exportDir", dirs.Root(),
+		"server", server, "identity", identity)
+	// The library drops a claim that ShouldProvision turns away until the
+	// claim changes, so the controller starts only once there has been a
+	// reconciliation pass.
+	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(context.Context) (bool, error) {
+		return prov.Reconciled(), nil
+	}); err != nil {
+		logger.Info("Shutting down before the first reconciliation")
+		return nil
 	}
-
-	start := time.Now()
-	if _, err := prov.Reconcile(ctx); err != nil {
-		return fmt.Errorf("start-up reconciliation: %w", err)
+	logger.Info("Ready to provision")
+	// Expansion runs beside provisioning, on the same caches; it is stopped
+	// before the NFS server, so no growth is cut short.
+	stopResizer, err := startResizer(ctx, client, informers.factory, prov, recorder, o.provisioner)
+	if err != nil {
+		return err
 	}
-	logger.Info("Ready to provision", "provisioner", o.provisioner, "exportDir", store.Root(), "server", server,
-		"identity", identity, "reconcileDuration", time.Since(start).Round(time.Millisecond))
+	defer stopResizer()
 
-	ctrl := controller.NewProvisionController(logger, client, o.provisioner, prov,
-		controller.LeaderElection(false), // runElected does it; see there
-		controller.Threadiness(o.threads),
-		// A bad claim is retried with backoff and reported each time; this
-		// keeps the retries from going on for ever.
-		controller.FailedProvisionThreshold(10),
-	)
-	if o.leaderElect {
-		err = runElected(ctx, client, o.provisioner, podNamespace(), ctrl.Run)
+	if err := obs.watch(ctx, o, prov, storeUsage(dirs, images)); err != nil {
+		return err
+	}
+	newController := func() *controller.ProvisionController {
+		return controller.NewProvisionController(logger, client, o.provisioner, prov, append(obs.controllerOptions(informers),
+			controller.LeaderElection(false), // runElected does it; see there
+			controller.Threadiness(o.threads),
+			controller.ProvisionTimeout(o.provisionTimeout),
+			controller.DeletionTimeout(o.deletionTimeout),
+			// A bad claim is retried with backoff and reported each time; this
+			// keeps the retries from going on for ever.
+			controller.FailedProvisionThreshold(10),
+		)...)
+	}
+	if !o.leaderElect {
+		newController().Run(ctx)
 	} else {
-		ctrl.Run(ctx)
+		// Losing the lease pauses provisioning, never NFS service: ganesha
+		// runs outside the election, and a new term gets a new controller
+		// (the library's cannot be run twice).
+		for ctx.Err() == nil {
+			if err := runElected(ctx, client, o.provisioner, podNamespace(), func(ctx context.Context) { newController().Run(ctx) }); err != nil {
+				return err
+			}
+			if ctx.Err() == nil {
+				logger.Info("Provisioning paused until this process leads again; NFS service goes on")
+			}
+		}
 	}
 	logger.Info("Shutting down")
-	return err
+	return nil
+}
+
+// untilAPI retries f, which needs the API server, until it succeeds, ctx
+// ends, or it fails for a reason that retrying cannot fix. NFS service is up
+// meanwhile.
+func untilAPI[T any](ctx context.Context, what string, f func(context.Context) (T, error)) (T, error) {
+	var out T
+	var last error
+	err := wait.PollUntilContextCancel(ctx, 2*time.Second, true, func(ctx context.Context) (bool, error) {
+		callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		v, err := f(callCtx)
+		if err == nil {
+			out = v
+			return true, nil
+		}
+		if !retriable(err) {
+			return false, err
+		}
+		if last == nil || last.Error() != err.Error() {
+			klog.FromContext(ctx).Error(err, "Waiting for the API server; NFS service goes on meanwhile", "to", what)
+		}
+		last = err
+		return false, nil
+	})
+	if err != nil && last != nil && errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("%s: %w (last: %v)", what, err, last)
+	}
+	return out, err
+}
+
+// retriable tells an API server that is away, slow or overloaded from an
+// answer that retrying cannot change.
+func retriable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var urlErr *url.Error // no answer at all: refused, reset, timed out
+	if errors.As(err, &urlErr) {
+		return true
+	}
+	return apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
+		apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err) || apierrors.IsUnexpectedServerError(err)
+}
+
+// logVolumeKinds says at start which volume kinds this process can make,
+// and warns when directory volumes share a filesystem with anything else.
+func logVolumeKinds(ctx context.Context, backends []storage.Backend, root string) {
+	logger := klog.FromContext(ctx)
+	for _, b := range backends {
+		for _, k := range b.Kinds() {
+			if err := b.Available(); err != nil {
+				logger.Info("Volume kind unavailable; claims for it get an event", "kind", k, "reason", err.Error())
+				continue
+			}
+			logger.Info("Volume kind available", "kind", k)
+		}
+	}
+	if own, err := directory.OwnFilesystem(root); err != nil {
+		logger.Error(err, "Could not tell whether the export dir is a filesystem of its own")
+	} else if !own {
+		logger.Error(nil, "WARNING: the export dir is not a filesystem of its own. Directory volumes on it are one trust domain with everything else on that filesystem: an NFS client that forges file handles can reach any of it, the node's own files included. Give the store its own filesystem, or use filesystem volumes (fsType).", "exportDir", root)
+	}
 }
 
 // startNFS starts the embedded ganesha, or with -run-server=false connects to
 // one managed elsewhere. It returns the export manager, a liveness check and
 // a stop function.
-func startNFS(ctx context.Context, o *options, stateDir string) (volume.Exporter, health.Check, func(), error) {
+func startNFS(ctx context.Context, o *options, stateDir string, obs *observability) (volume.Exporter, health.Check, func(), error) {
 	ganeshaDir := filepath.Join(stateDir, "ganesha")
 	if !o.runServer {
 		bus := os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
@@ -166,17 +297,23 @@ func startNFS(ctx context.Context, o *options, stateDir string) (volume.Exporter
 		}
 		return m, func() error { return nil }, func() {}, nil
 	}
-	srv, err := ganesha.NewServer(ganesha.Config{
+	runtimeDir := o.runtimeDir
+	if runtimeDir == "" {
+		runtimeDir = ganesha.DefaultRuntimeDir(ganeshaDir)
+	}
+	srv, err := ganesha.NewServer(obs.ganeshaConfig(ganesha.Config{
 		StateDir:    ganeshaDir,
+		RuntimeDir:  runtimeDir,
 		BindAddress: o.bindAddress,
 		NFSPort:     o.nfsPort,
 		MountdPort:  o.mountdPort,
 		NFSv3:       o.useNFSv3,
 		GracePeriod: o.gracePeriod,
-	})
+	}))
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	obs.server = srv
 	if err := srv.Start(ctx); err != nil {
 		return nil, nil, nil, fmt.Errorf("start NFS-Ganesha: %w", err)
 	}
@@ -205,6 +342,8 @@ func kubeClient(o *options) (kubernetes.Interface, error) {
 	cfg.QPS = float32(o.kubeAPIQPS)
 	cfg.Burst = o.kubeAPIBurst
 	cfg.UserAgent = "nfs-provisioner"
+	// A frozen API server must not hold a call for ever.
+	cfg.Timeout = 60 * time.Second
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 )
@@ -37,12 +38,16 @@ type activeExport struct {
 type exportBus interface {
 	AddExport(ctx context.Context, confFile string, id uint16) error
 	RemoveExport(ctx context.Context, id uint16) error
+	UpdateExport(ctx context.Context, confFile string, id uint16) error
 	ShowExports(ctx context.Context) ([]activeExport, error)
 }
 
 // busClient talks to ganesha over one private bus connection.
 type busClient struct {
 	address string
+	// observe, when set, is told every call's method, duration and error
+	// (for the D-Bus latency histogram); it must not block.
+	observe BusObserver
 
 	mu   sync.Mutex
 	conn *dbus.Conn
@@ -82,12 +87,23 @@ func (b *busClient) Close() error {
 	return err
 }
 
+// callTimeout bounds every D-Bus call, so a hung ganesha cannot hold a
+// provisioning worker for ever. AddExport of a new filesystem takes
+// milliseconds; seconds mean ganesha is stuck.
+const callTimeout = 30 * time.Second
+
 func (b *busClient) call(ctx context.Context, path dbus.ObjectPath, method string, args ...any) (*dbus.Call, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
 	conn, err := b.connection()
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	call := conn.Object(ganeshaBusName, path).CallWithContext(ctx, method, 0, args...)
+	if b.observe != nil {
+		b.observe(method, time.Since(start), call.Err)
+	}
 	if call.Err != nil {
 		return nil, classifyBusError(method, call.Err)
 	}
@@ -112,6 +128,13 @@ func classifyBusError(method string, err error) error {
 
 func (b *busClient) AddExport(ctx context.Context, confFile string, id uint16) error {
 	_, err := b.call(ctx, exportMgrPath, exportMgrIface+".AddExport", confFile, fmt.Sprintf(exportIDSelector, id))
+	return err
+}
+
+// UpdateExport re-reads the export's block from confFile and applies its
+// options (clients, squash, access) to the live export without removing it.
+func (b *busClient) UpdateExport(ctx context.Context, confFile string, id uint16) error {
+	_, err := b.call(ctx, exportMgrPath, exportMgrIface+".UpdateExport", confFile, fmt.Sprintf(exportIDSelector, id))
 	return err
 }
 

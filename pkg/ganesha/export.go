@@ -26,6 +26,10 @@ const (
 // active one (same ID with other content, or same Pseudo path).
 var ErrConflict = errors.New("export conflict")
 
+// ErrUnsupported is wrapped by an Update that cannot be done in place (a
+// new path or pseudo path); remove and add the export instead.
+var ErrUnsupported = errors.New("export change not possible in place")
+
 // ErrInvalid is wrapped by every validation error, so callers can tell bad
 // input (never retried) from a failing server (retried).
 var ErrInvalid = errors.New("invalid export")

@@ -127,9 +127,16 @@ func (m *ExportManager) writeIncludes() error {
 
 func (m *ExportManager) writeIncludesLocked() error {
 	ids := slices.Sorted(maps.Keys(m.known))
-	files := make([]string, len(ids))
-	for i, id := range ids {
-		files[i] = m.fileOf(id)
+	files := make([]string, 0, len(ids))
+	for _, id := range ids {
+		// An export whose directory is gone (a filesystem volume that could
+		// not be mounted again) is left out until it is back: ganesha would
+		// refuse to start, or serve the empty mount point's filesystem.
+		if _, err := os.Lstat(m.known[id].Path); err != nil {
+			klog.ErrorS(err, "Not serving an export whose directory is missing; its file is kept", "exportID", id, "path", m.known[id].Path)
+			continue
+		}
+		files = append(files, m.fileOf(id))
 	}
 	// Derived from the export files, so not fsynced: a torn write after a
 	// power loss is repaired on the next start (load rewrites it).
@@ -221,6 +228,51 @@ func (m *ExportManager) Add(ctx context.Context, e Export) error {
 		}
 	}
 	logger.V(2).Info("Export added", "exportID", e.ID, "path", e.Path, "pseudo", e.Pseudo)
+	return nil
+}
+
+// Update changes the options of live export e.ID (clients, squash, access,
+// security, protocols) in place, over ganesha's UpdateExport, so clients keep
+// their mounts. Its path and pseudo path cannot change in place: that, or an
+// export this manager has no file for, is an error wrapping ErrUnsupported.
+func (m *ExportManager) Update(ctx context.Context, e Export) error {
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	e = e.Normalized()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old, ok := m.known[e.ID]
+	if !ok || old.Path != e.Path || old.Pseudo != e.Pseudo {
+		return fmt.Errorf("export %d: %w", e.ID, ErrUnsupported)
+	}
+	if old.Equal(e) {
+		return nil
+	}
+	tmp, err := os.CreateTemp(m.dir, fmt.Sprintf(".%d.conf.new-*", e.ID))
+	if err != nil {
+		return fmt.Errorf("export %d %s: %w", e.ID, e.Path, err)
+	}
+	tmpName := tmp.Name()
+	defer os.Remove(tmpName)
+	_, werr := tmp.Write(renderExport(e))
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return fmt.Errorf("export %d %s: write config: %w", e.ID, e.Path, werr)
+	}
+	if err := m.bus.UpdateExport(ctx, tmpName, e.ID); err != nil {
+		if errors.Is(err, errExportNotFound) {
+			return fmt.Errorf("export %d: %w: %w", e.ID, ErrUnsupported, err)
+		}
+		return fmt.Errorf("export %d %s: %w", e.ID, e.Path, err)
+	}
+	if err := os.Rename(tmpName, m.fileOf(e.ID)); err != nil {
+		return fmt.Errorf("export %d %s: %w", e.ID, e.Path, err)
+	}
+	m.known[e.ID] = e
+	klog.FromContext(ctx).V(2).Info("Export updated", "exportID", e.ID, "export", e.String())
 	return nil
 }
 

@@ -57,6 +57,24 @@ func (f *fakeBus) RemoveExport(_ context.Context, id uint16) error {
 	return nil
 }
 
+func (f *fakeBus) UpdateExport(_ context.Context, confFile string, id uint16) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, fmt.Sprintf("update %d", id))
+	data, err := os.ReadFile(confFile)
+	if err != nil {
+		return err
+	}
+	e, err := exportFromConfig(data)
+	if err != nil {
+		return fmt.Errorf("InvalidFileContent: %w", err)
+	}
+	if path, ok := f.active[id]; !ok || path != e.Path {
+		return fmt.Errorf("UpdateExport: %w", errExportNotFound)
+	}
+	return nil
+}
+
 func (f *fakeBus) ShowExports(context.Context) ([]activeExport, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,15 @@ import (
 	"time"
 
 	"k8s.io/klog/v2"
+
+	"github.com/nfs-provisioner/nfs-provisioner/internal/caplog"
+)
+
+// Each child's log is capped at logCap bytes a file, with logKeep older
+// files kept: 30 MiB at most per child.
+const (
+	logCap  = 10 << 20
+	logKeep = 2
 )
 
 // markerEnv is put into the environment of every child. Together with the
@@ -96,13 +106,38 @@ func startChild(sp *spawner, spec childSpec) (*child, error) {
 		markerEnv + "=" + spec.stateDir,
 	}, spec.env...)
 	cmd.Dir = spec.stateDir
-	if spec.logFile != "" {
+	copied := make(chan struct{})
+	switch {
+	case spec.logFile != "" && !spec.detach:
+		// Through a pipe into a capped file: a chatty child cannot fill the
+		// disk. (A detached child must not depend on our end of a pipe.)
+		out, err := caplog.Open(spec.logFile, logCap, logKeep)
+		if err != nil {
+			return nil, fmt.Errorf("start %s: %w", spec.name, err)
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			out.Close()
+			return nil, fmt.Errorf("start %s: %w", spec.name, err)
+		}
+		defer w.Close() // the child has its own copy after Start
+		cmd.Stdout, cmd.Stderr = w, w
+		go func() {
+			defer close(copied)
+			_, _ = io.Copy(out, r)
+			r.Close()
+			out.Close()
+		}()
+	case spec.logFile != "":
 		f, err := os.OpenFile(spec.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return nil, fmt.Errorf("start %s: %w", spec.name, err)
 		}
 		defer f.Close() // the child has its own copy after Start
 		cmd.Stdout, cmd.Stderr = f, f
+		close(copied)
+	default:
+		close(copied)
 	}
 	if spec.detach {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -117,6 +152,12 @@ func startChild(sp *spawner, spec childSpec) (*child, error) {
 	c := &child{name: spec.name, cmd: cmd, pidFile: spec.pidFile, done: make(chan struct{}), started: time.Now()}
 	go func() {
 		c.waitErr = cmd.Wait()
+		// The log's last lines are what a failed start quotes; a grandchild
+		// holding the pipe open must not delay the exit's news for long.
+		select {
+		case <-copied:
+		case <-time.After(time.Second):
+		}
 		close(c.done)
 	}()
 	if spec.pidFile != "" {

@@ -2,6 +2,8 @@ package ganesha
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -16,7 +18,11 @@ import (
 
 // Config configures a Server.
 type Config struct {
-	StateDir    string // required, absolute; see the package doc for its layout
+	StateDir string // required, absolute; see the package doc for its layout
+	// RuntimeDir holds what lives only while the server runs: the D-Bus
+	// socket, PID files and logs. Keep it off every exported filesystem
+	// (a tmpfs such as /run). Default: StateDir, as before.
+	RuntimeDir  string
 	BindAddress string // ganesha Bind_addr; "" = all addresses
 	NFSPort     int    // default 2049
 	MountdPort  int    // default 20048
@@ -37,6 +43,10 @@ type Config struct {
 	StopTimeout  time.Duration // wait per stop step; default 10s
 	MaxBackoff   time.Duration // longest wait between restarts; default 10s
 	Clock        Clock         // default the real clock
+
+	// BusObserver, when set, is told of every D-Bus call to ganesha (for
+	// a latency histogram); nil means no one is told.
+	BusObserver BusObserver
 }
 
 func (c Config) withDefaults() Config {
@@ -76,12 +86,15 @@ type statePaths struct {
 	mainConf, includes, dbusConf      string
 	dbusSocket, dbusPid               string
 	ganeshaPid, rpcbindPid            string
-	ganeshaLog, ganeshaOut            string
+	ganeshaLog                        string
 	dbusLog, rpcbindLog               string
 }
 
-func newStatePaths(root string) statePaths {
-	run, log := filepath.Join(root, "run"), filepath.Join(root, "log")
+func newStatePaths(root, runtime string) statePaths {
+	if runtime == "" {
+		runtime = root
+	}
+	run, log := filepath.Join(runtime, "run"), filepath.Join(runtime, "log")
 	return statePaths{
 		root: root, exports: filepath.Join(root, "exports"), recovery: filepath.Join(root, "recovery"),
 		run: run, log: log,
@@ -89,8 +102,8 @@ func newStatePaths(root string) statePaths {
 		dbusConf:   filepath.Join(root, "dbus.conf"),
 		dbusSocket: filepath.Join(run, "dbus.sock"), dbusPid: filepath.Join(run, "dbus.pid"),
 		ganeshaPid: filepath.Join(run, "ganesha.pid"), rpcbindPid: filepath.Join(run, "rpcbind.pid"),
-		ganeshaLog: filepath.Join(log, "ganesha.log"), ganeshaOut: filepath.Join(log, "ganesha.out"),
-		dbusLog: filepath.Join(log, "dbus.log"), rpcbindLog: filepath.Join(log, "rpcbind.log"),
+		ganeshaLog: filepath.Join(log, "ganesha.log"),
+		dbusLog:    filepath.Join(log, "dbus.log"), rpcbindLog: filepath.Join(log, "rpcbind.log"),
 	}
 }
 
@@ -146,7 +159,10 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.LeaseLifetime < 1 || cfg.LeaseLifetime > 180 {
 		errs = append(errs, fmt.Errorf("LeaseLifetime %d out of range 1..180", cfg.LeaseLifetime))
 	}
-	s := &Server{cfg: cfg, paths: newStatePaths(cfg.StateDir)}
+	if cfg.RuntimeDir != "" && !filepath.IsAbs(cfg.RuntimeDir) {
+		errs = append(errs, fmt.Errorf("RuntimeDir %q must be an absolute path", cfg.RuntimeDir))
+	}
+	s := &Server{cfg: cfg, paths: newStatePaths(cfg.StateDir, cfg.RuntimeDir)}
 	s.main = mainConfig{
 		BindAddress: cfg.BindAddress, NFSPort: cfg.NFSPort, MountdPort: cfg.MountdPort, NFSv3: cfg.NFSv3,
 		GracePeriod: cfg.GracePeriod, LeaseLifetime: cfg.LeaseLifetime, RecoveryRoot: s.paths.recovery,
@@ -179,15 +195,30 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("ganesha config: %w", errors.Join(errs...))
 	}
 	for _, d := range []string{s.paths.root, s.paths.exports, s.paths.recovery, s.paths.run, s.paths.log} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("ganesha state dir: %w", err)
 		}
 	}
 	s.bus = newBusClient("unix:path=" + s.paths.dbusSocket)
+	s.bus.observe = cfg.BusObserver
 	if s.exports, err = newExportManager(s.bus, cfg.StateDir); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// DefaultRuntimeDir is the runtime directory of the server whose state is in
+// stateDir: under /run, one per state dir, so several servers on one machine
+// never share a socket.
+func DefaultRuntimeDir(stateDir string) string {
+	sum := sha256.Sum256([]byte(filepath.Clean(stateDir)))
+	return filepath.Join("/run/nfs-provisioner", hex.EncodeToString(sum[:8]))
+}
+
+// BusAddressOf is the D-Bus address of the server whose runtime directory
+// is runtimeDir.
+func BusAddressOf(runtimeDir string) string {
+	return "unix:path=" + newStatePaths("", runtimeDir).dbusSocket
 }
 
 // Exports returns the export manager; it works while the server runs.
@@ -309,11 +340,12 @@ func (s *Server) startGaneshaLocked(ctx context.Context) error {
 	}
 	c, err := startChild(s.sp, childSpec{
 		name: "ganesha.nfsd", path: s.bins.ganesha,
-		args: []string{"-F", "-f", s.paths.mainConf, "-L", s.paths.ganeshaLog, "-p", s.paths.ganeshaPid,
+		// Its log goes to stderr, and through our pipe into a capped file.
+		args: []string{"-F", "-f", s.paths.mainConf, "-L", "STDERR", "-p", s.paths.ganeshaPid,
 			"-N", "NIV_" + s.cfg.LogLevel},
 		// ganesha finds its bus through the "system bus" variable.
 		env:      []string{"DBUS_SYSTEM_BUS_ADDRESS=" + s.bus.address},
-		stateDir: s.cfg.StateDir, pidFile: s.paths.ganeshaPid, logFile: s.paths.ganeshaOut, detach: s.detach,
+		stateDir: s.cfg.StateDir, pidFile: s.paths.ganeshaPid, logFile: s.paths.ganeshaLog, detach: s.detach,
 	})
 	if err != nil {
 		return err

@@ -1,4 +1,5 @@
-// Package health serves the provisioner's liveness and readiness endpoints.
+// Package health serves the provisioner's liveness and readiness endpoints,
+// and its metrics on the same listener.
 package health
 
 import (
@@ -17,10 +18,17 @@ type Check func() error
 
 // Handler answers /healthz from live and /readyz from ready: 200 "ok" when
 // every check passes, else 503 with the first failure.
-func Handler(live, ready []Check) http.Handler {
+func Handler(live, ready []Check) http.Handler { return Mux(live, ready, nil) }
+
+// Mux serves /healthz and /readyz as Handler does, and /metrics from
+// metrics when that is not nil: one listener for all three.
+func Mux(live, ready []Check, metrics http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/healthz", checks(live))
 	mux.Handle("/readyz", checks(ready))
+	if metrics != nil {
+		mux.Handle("/metrics", metrics)
+	}
 	return mux
 }
 
@@ -41,7 +49,7 @@ func checks(cs []Check) http.HandlerFunc {
 func Serve(ctx context.Context, addr string, h http.Handler) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("health endpoints on %s: %w", addr, err)
+		return fmt.Errorf("health and metrics endpoints on %s: %w", addr, err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
@@ -55,6 +63,6 @@ func Serve(ctx context.Context, addr string, h http.Handler) error {
 			klog.ErrorS(err, "Health endpoints stopped", "address", addr)
 		}
 	}()
-	klog.InfoS("Serving health endpoints", "address", ln.Addr().String())
+	klog.InfoS("Serving health and metrics endpoints", "address", ln.Addr().String())
 	return nil
 }

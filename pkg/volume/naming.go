@@ -1,17 +1,10 @@
 package volume
 
 import (
-	"fmt"
 	"strings"
+
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 )
-
-// maxNameBytes is the longest file name Linux filesystems accept.
-const maxNameBytes = 255
-
-// archivePrefix marks directories kept by onDelete=archive (and orphans that
-// reconciliation found holding data). Nothing named so is ever reused or
-// removed by the provisioner.
-const archivePrefix = "archived-"
 
 // DirectoryName is the name of a volume's directory under the export dir:
 // <namespace>-<claim>-<pv>. The PV name (pvc-<claim UID>) makes it unique; the
@@ -21,7 +14,7 @@ const archivePrefix = "archived-"
 func DirectoryName(namespace, claim, pvName string) string {
 	pv := sanitize(pvName)
 	prefix := sanitize(namespace + "-" + claim)
-	if room := maxNameBytes - len(pv) - 1; len(prefix) > room {
+	if room := storage.MaxNameBytes - len(pv) - 1; len(prefix) > room {
 		prefix = prefix[:max(room, 0)]
 	}
 	if prefix == "" {
@@ -42,21 +35,13 @@ func sanitize(s string) string {
 	return strings.TrimLeft(string(b), ".")
 }
 
-// checkDirectoryName rejects a name that is not a single, visible path
-// component. Names come back from PV annotations, which anyone allowed to
-// edit PVs can change, so they are checked before every use.
-func checkDirectoryName(name string) error {
-	switch {
-	case name == "":
-		return fmt.Errorf("empty directory name")
-	case len(name) > maxNameBytes:
-		return fmt.Errorf("directory name %q is longer than %d bytes", name, maxNameBytes)
-	case strings.HasPrefix(name, "."):
-		return fmt.Errorf("directory name %q starts with a dot", name)
-	case strings.ContainsAny(name, "/\x00"):
-		return fmt.Errorf("directory name %q is not a single path component", name)
-	}
-	return nil
+// boundTo reports whether volume name was made for PV pv: DirectoryName
+// always ends with the PV's name, and PV names are unique. A PV that names
+// another PV's volume (made by hand, copied, or restored under a new name)
+// fails this, or the ledger's check where the suffix happens to match.
+func boundTo(name, pv string) bool {
+	s := sanitize(pv)
+	return name == s || strings.HasSuffix(name, "-"+s)
 }
 
 // PseudoPath is the NFS path clients mount, for NFSv4 and (with ganesha's

@@ -3,6 +3,8 @@ package volume
 import (
 	"strings"
 	"testing"
+
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 )
 
 func TestDirectoryName(t *testing.T) {
@@ -21,19 +23,31 @@ func TestDirectoryName(t *testing.T) {
 		DirectoryName("", "", "../pv"),
 		DirectoryName("ns", "a\x00b", pv),
 	} {
-		if err := checkDirectoryName(name); err != nil {
+		if err := storage.CheckName(name); err != nil {
 			t.Errorf("DirectoryName produced an unsafe name %q: %v", name, err)
 		}
 	}
 }
 
-func TestCheckDirectoryName(t *testing.T) {
+func TestCheckName(t *testing.T) {
 	for _, bad := range []string{"", ".", "..", ".hidden", "a/b", "../x", "a\x00", strings.Repeat("x", 256)} {
-		if checkDirectoryName(bad) == nil {
-			t.Errorf("checkDirectoryName(%q) accepted it", bad)
+		if storage.CheckName(bad) == nil {
+			t.Errorf("CheckName(%q) accepted it", bad)
 		}
 	}
-	if err := checkDirectoryName("ns-claim-pvc-1"); err != nil {
+	if err := storage.CheckName("ns-claim-pvc-1"); err != nil {
 		t.Errorf("rejected a good name: %v", err)
+	}
+}
+
+func TestBoundTo(t *testing.T) {
+	pv := "pvc-0b8c7f2e"
+	if !boundTo(DirectoryName("db", "data", pv), pv) || !boundTo(pv, pv) {
+		t.Fatal("a volume named for its PV is not bound to it")
+	}
+	for _, other := range []string{"db-data-pvc-1111", "pvc-0b8c7f2e-x", "xpvc-0b8c7f2e"} {
+		if boundTo(other, pv) {
+			t.Errorf("volume %q is taken as made for PV %s", other, pv)
+		}
 	}
 }

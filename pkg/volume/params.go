@@ -2,6 +2,8 @@ package volume
 
 import (
 	"fmt"
+
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 	"os"
 	"sort"
 	"strconv"
@@ -18,6 +20,7 @@ const (
 	ParamRootSquash   = "rootSquash"   // "true": map client root to nobody (default false)
 	ParamOnDelete     = "onDelete"     // delete | retain | archive (default delete)
 	ParamMountOptions = "mountOptions" // legacy comma list, added to the class's mountOptions
+	ParamFSType       = "fsType"       // xfs or ext4: a filesystem of its own per volume; absent: a directory
 )
 
 // OnDelete says what happens to a volume's data when its PV is deleted.
@@ -37,6 +40,8 @@ type Params struct {
 	RootSquash   bool
 	OnDelete     OnDelete
 	MountOptions []string
+	// Kind is how volumes of the class are stored.
+	Kind storage.Kind
 }
 
 // defaultMode is the upstream provisioner's: any pod user can write. README
@@ -46,7 +51,7 @@ const defaultMode os.FileMode = 0o777
 // ParseParams validates StorageClass parameters. Keys match case-insensitively,
 // as upstream's do, so classes written for it keep working.
 func ParseParams(raw map[string]string) (Params, error) {
-	p := Params{Mode: defaultMode, OnDelete: OnDeleteDelete}
+	p := Params{Mode: defaultMode, OnDelete: OnDeleteDelete, Kind: storage.Directory}
 	keys := make([]string, 0, len(raw))
 	for k := range raw {
 		keys = append(keys, k)
@@ -75,9 +80,11 @@ func ParseParams(raw map[string]string) (Params, error) {
 			p.OnDelete, err = parseOnDelete(value)
 		case strings.ToLower(ParamMountOptions):
 			p.MountOptions, err = parseMountOptions(value)
+		case strings.ToLower(ParamFSType):
+			p.Kind, err = parseFSType(value)
 		default:
 			return Params{}, fmt.Errorf("unknown StorageClass parameter %q (known: %s)", key,
-				strings.Join([]string{ParamUID, ParamGID, ParamMode, ParamRootSquash, ParamOnDelete, ParamMountOptions}, ", "))
+				strings.Join([]string{ParamUID, ParamGID, ParamMode, ParamRootSquash, ParamOnDelete, ParamMountOptions, ParamFSType}, ", "))
 		}
 		if err != nil {
 			return Params{}, fmt.Errorf("StorageClass parameter %s=%q: %w", key, value, err)
@@ -120,6 +127,14 @@ func parseOnDelete(s string) (OnDelete, error) {
 		return OnDelete(s), nil
 	}
 	return "", fmt.Errorf("want %s, %s or %s", OnDeleteDelete, OnDeleteRetain, OnDeleteArchive)
+}
+
+func parseFSType(s string) (storage.Kind, error) {
+	switch k := storage.Kind(strings.ToLower(s)); k {
+	case storage.XFS, storage.Ext4:
+		return k, nil
+	}
+	return "", fmt.Errorf("want %s or %s (leave fsType out for a directory volume)", storage.XFS, storage.Ext4)
 }
 
 func parseMountOptions(s string) ([]string, error) {

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 )
 
 func TestParseParams(t *testing.T) {
@@ -14,12 +16,15 @@ func TestParseParams(t *testing.T) {
 		want    Params
 		wantErr string
 	}{
-		{name: "defaults", in: nil, want: Params{Mode: 0o777, OnDelete: OnDeleteDelete}},
+		{name: "defaults", in: nil, want: Params{Mode: 0o777, OnDelete: OnDeleteDelete, Kind: storage.Directory}},
 		{name: "all set", in: map[string]string{"uid": "999", "gid": "999", "mode": "0770", "rootSquash": "true", "onDelete": "archive", "mountOptions": "vers=4.1, hard ,,noatime"},
-			want: Params{UID: 999, GID: 999, GIDSet: true, Mode: 0o770, RootSquash: true, OnDelete: OnDeleteArchive, MountOptions: []string{"vers=4.1", "hard", "noatime"}}},
+			want: Params{UID: 999, GID: 999, GIDSet: true, Mode: 0o770, RootSquash: true, OnDelete: OnDeleteArchive, MountOptions: []string{"vers=4.1", "hard", "noatime"}, Kind: storage.Directory}},
 		{name: "upstream spelling", in: map[string]string{"gid": "none", "rootsquash": "false", "MOUNTOPTIONS": "vers=3"},
-			want: Params{Mode: 0o777, OnDelete: OnDeleteDelete, MountOptions: []string{"vers=3"}}},
-		{name: "setgid mode", in: map[string]string{"mode": "2770"}, want: Params{Mode: 0o770 | os.ModeSetgid, OnDelete: OnDeleteDelete}},
+			want: Params{Mode: 0o777, OnDelete: OnDeleteDelete, MountOptions: []string{"vers=3"}, Kind: storage.Directory}},
+		{name: "setgid mode", in: map[string]string{"mode": "2770"}, want: Params{Mode: 0o770 | os.ModeSetgid, OnDelete: OnDeleteDelete, Kind: storage.Directory}},
+		{name: "xfs", in: map[string]string{"fsType": "XFS"}, want: Params{Mode: 0o777, OnDelete: OnDeleteDelete, Kind: storage.XFS}},
+		{name: "ext4", in: map[string]string{"fstype": "ext4"}, want: Params{Mode: 0o777, OnDelete: OnDeleteDelete, Kind: storage.Ext4}},
+		{name: "fsType unknown", in: map[string]string{"fsType": "btrfs"}, wantErr: "want xfs or ext4"},
 		{name: "unknown", in: map[string]string{"archiveOnDelete": "true"}, wantErr: `unknown StorageClass parameter "archiveOnDelete"`},
 		{name: "negative uid", in: map[string]string{"uid": "-1"}, wantErr: `uid="-1"`},
 		{name: "uid too big", in: map[string]string{"uid": "4294967295"}, wantErr: "0 to 4294967294"},

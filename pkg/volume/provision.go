@@ -4,25 +4,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 )
 
-// ShouldProvision refuses claims while start-up reconciliation runs, so no
-// new export races the repair of the old ones. The library asks again later.
+// ShouldProvision refuses claims until a reconciliation pass has finished,
+// so no new export races the repair of the old ones. The library asks again
+// later.
 func (p *Provisioner) ShouldProvision(ctx context.Context, claim *v1.PersistentVolumeClaim) bool {
 	return p.Reconciled()
 }
 
-// Provision makes the directory, exports it and returns the PV. A second call
-// for the same PV name reuses both. Any failure undoes what this call made,
-// so bad input leaves no directory and no export behind.
-func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOptions) (*v1.PersistentVolume, controller.ProvisioningState, error) {
+// Provision makes the volume (empty, or a clone of the claim's dataSource),
+// exports it and returns the PV. The volume's owner is recorded in the
+// store's ledger before anything is made, so an unfinished provision is
+// never mistaken for a leftover, and can be told from one. A second call for
+// the same PV name reuses what the first made. Any failure undoes what this
+// call made, so bad input leaves no volume, export or record behind.
+func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOptions) (pv *v1.PersistentVolume, state controller.ProvisioningState, err error) {
+	start := time.Now()
+	defer func() { p.observe(OpProvision, start, err) }()
 	claim := opts.PVC
 	logger := klog.FromContext(ctx).WithValues("PVC", klog.KObj(claim), "PV", opts.PVName)
 
@@ -30,87 +37,197 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	if err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
+	backend, err := p.backend(params.Kind)
+	if err != nil {
+		return nil, controller.ProvisioningFinished, err
+	}
+	var source *cloneSource
+	if claim.Spec.DataSource != nil {
+		if source, err = p.cloneSource(ctx, claim, params.Kind); err != nil {
+			return nil, controller.ProvisioningFinished, err
+		}
+	}
 
+	p.gate.RLock()
+	defer p.gate.RUnlock()
 	unlock := p.locks.lock(opts.PVName)
 	defer unlock()
 
-	// A repeated call reuses what the first one made: same directory, no
-	// limits to check again.
-	dir := DirectoryName(claim.Namespace, claim.Name, opts.PVName)
-	if rec, known := p.reg.lookup(opts.PVName); known {
-		dir = rec.dir
-	} else if err := p.checkRoom(claim.Spec.Resources.Requests[v1.ResourceStorage]); err != nil {
-		return nil, controller.ProvisioningFinished, err
+	request := claim.Spec.Resources.Requests[v1.ResourceStorage]
+	spec := storage.Spec{
+		Name: DirectoryName(claim.Namespace, claim.Name, opts.PVName),
+		Kind: params.Kind, Size: request.Value(),
+		UID: params.UID, GID: params.GID, Mode: params.Mode,
 	}
-	created, err := p.opts.Store.Create(dir, params.UID, params.GID, params.Mode)
+	// A repeated call reuses the first one's name and ID, with no limits to
+	// check again.
+	rec, repeat := p.reg.lookup(opts.PVName)
+	if repeat {
+		spec.Name = rec.name
+	}
+	undo, err := p.recordOwner(spec, opts)
 	if err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
-	id, err := p.reg.reserve(opts.PVName, dir)
-	if err == nil {
-		err = p.export(ctx, opts.PVName, dir, id, params.RootSquash)
-	}
-	if err != nil {
-		p.reg.release(opts.PVName)
+	var v storage.Volume
+	var created bool
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Undo only what this call made; with a fresh context, as ctx may be
+		// what failed.
+		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
 		if created {
-			if rmErr := p.opts.Store.Remove(dir); rmErr != nil {
-				logger.Error(rmErr, "Could not remove the directory of a failed provision", "directory", dir)
+			if rmErr := backend.Remove(cleanup, spec.Name); rmErr != nil {
+				logger.Error(rmErr, "Could not remove the volume of a failed provision; it stays recorded as unfinished", "volume", spec.Name)
+				return
 			}
 		}
+		if !repeat {
+			p.reg.release(opts.PVName)
+		}
+		undo()
+		state = provisioningState(err)
+	}()
+
+	var id uint16
+	if !repeat {
+		if id, err = p.reg.reserve(opts.PVName, volumeRecord{name: spec.Name, kind: spec.Kind}, p.opts.MaxExports); err != nil {
+			return nil, controller.ProvisioningFinished, err
+		}
+		release, err := p.promise(ctx, backend, spec)
+		if err != nil {
+			return nil, controller.ProvisioningFinished, err
+		}
+		defer release()
+	} else {
+		id = rec.id
+	}
+	if source != nil {
+		v, created, err = backend.Clone(ctx, source.name, spec, p.cloneProgress(claim, source))
+	} else {
+		v, created, err = backend.Create(ctx, spec)
+	}
+	if err != nil {
+		return nil, controller.ProvisioningFinished, err
+	}
+	if id, err = p.export(ctx, opts.PVName, v, id, params.RootSquash); err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
 
-	pv := p.buildPV(opts, params, dir, id)
-	logger.Info("Provisioned volume", "directory", dir, "exportID", id, "server", p.opts.Server, "path", PseudoPath(dir))
+	pv = p.buildPV(opts, params, v, id)
+	logger.Info("Provisioned volume", "volume", v.Name, "kind", v.Kind, "size", v.Size, "exportID", id,
+		"server", p.opts.Server, "path", PseudoPath(v.Name), "clonedFrom", source)
 	return pv, controller.ProvisioningFinished, nil
 }
 
-// checkRoom refuses a new volume past -max-exports or larger than the
-// store's free space.
-func (p *Provisioner) checkRoom(request resource.Quantity) error {
-	if p.opts.MaxExports >= 0 && p.reg.count() >= p.opts.MaxExports {
-		return fmt.Errorf("the provisioner's limit of %d exports (-max-exports) is reached", p.opts.MaxExports)
-	}
-	free, err := p.opts.Store.Free()
+// recordOwner writes the ledger record of a new volume, unless one for this
+// PV is there already (a repeated call). A record naming another PV means the
+// name is taken: the claim is refused and nothing is touched. undo removes a
+// record this call wrote.
+func (p *Provisioner) recordOwner(spec storage.Spec, opts controller.ProvisionOptions) (undo func(), err error) {
+	o, ok, err := p.opts.State.Owner(spec.Name)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if uint64(request.Value()) > free {
-		return fmt.Errorf("requested %s is more than the %d bytes free in the export dir %s", request.String(), free, p.opts.Store.Root())
+	if ok {
+		if o.PV != opts.PVName {
+			return nil, fmt.Errorf("volume %s belongs to PV %s in this store's ledger; refusing to reuse it for %s", spec.Name, o.PV, opts.PVName)
+		}
+		return func() {}, nil
 	}
-	return nil
+	err = p.opts.State.SetOwner(spec.Name, Owner{
+		PV: opts.PVName, Kind: spec.Kind,
+		Claim:    opts.PVC.Namespace + "/" + opts.PVC.Name,
+		ClaimUID: string(opts.PVC.UID),
+		Created:  p.opts.Clock.Now().UTC(), Provisioning: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		if err := p.opts.State.DropOwner(spec.Name); err != nil {
+			klog.Background().Error(err, "Could not drop the ledger record of a failed provision", "volume", spec.Name)
+		}
+	}, nil
 }
 
-// export adds the export of dir under id. When ganesha serves id for
-// something else, which can happen when exports are managed outside this
-// process, the ID is marked foreign and the next free one is tried.
-func (p *Provisioner) export(ctx context.Context, pv, dir string, id uint16, rootSquash bool) error {
+// promise checks that a new volume fits and holds its room until release.
+// A filesystem volume's size is a promise: all of them together never exceed
+// the store's size times -overcommit. A directory volume only has to fit in
+// what is free now.
+func (p *Provisioner) promise(ctx context.Context, b storage.Backend, spec storage.Spec) (release func(), err error) {
+	p.room.Lock()
+	defer p.room.Unlock()
+	u, err := b.Usage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Kind == storage.Directory {
+		if spec.Size > u.Free {
+			return nil, fmt.Errorf("%w: the claim requests %d bytes and the export dir has %d free", storage.ErrNoSpace, spec.Size, u.Free)
+		}
+		return func() {}, nil
+	}
+	limit := int64(float64(u.Total) * p.opts.Overcommit)
+	if u.Allocated+p.pending+spec.Size > limit {
+		return nil, fmt.Errorf("%w: %s volumes of %d bytes are promised already, and %d more would pass the store's %d bytes times -overcommit=%g",
+			storage.ErrNoSpace, spec.Kind, u.Allocated+p.pending, spec.Size, u.Total, p.opts.Overcommit)
+	}
+	p.pending += spec.Size
+	return func() {
+		p.room.Lock()
+		p.pending -= spec.Size
+		p.room.Unlock()
+	}, nil
+}
+
+// export adds the export of volume v under id and returns the ID it is
+// served under. When ganesha serves id for something else, which can happen
+// when exports are managed outside this process, the ID is marked foreign
+// and the next free one is tried; the PV then records the ID that was used.
+func (p *Provisioner) export(ctx context.Context, pv string, v storage.Volume, id uint16, rootSquash bool) (uint16, error) {
 	for attempt := 0; ; attempt++ {
-		e, err := p.exportFor(dir, id, rootSquash)
+		e, err := p.exportFor(v, id, rootSquash)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		err = p.opts.Exporter.Add(ctx, e)
 		if err == nil {
-			return nil
+			return id, nil
 		}
 		if !errors.Is(err, ganesha.ErrConflict) || attempt >= 16 {
-			return fmt.Errorf("export %s: %w", e.Path, err)
+			return 0, fmt.Errorf("export %s: %w", e.Path, err)
+		}
+		rec, _ := p.reg.lookup(pv)
+		// Served already under another ID (its pseudo path is the volume's
+		// own): keep that one, so clients keep their file handles.
+		if live, lerr := p.opts.Exporter.List(ctx); lerr == nil {
+			for _, l := range live {
+				if l.ID != id && l.Pseudo == e.Pseudo && l.Path == e.Path {
+					rec.id = l.ID
+					if p.reg.claim(pv, rec) == nil {
+						return l.ID, nil
+					}
+				}
+			}
 		}
 		klog.FromContext(ctx).Info("Export ID is taken in ganesha by something else; trying another", "exportID", id, "err", err)
 		p.reg.release(pv)
 		p.reg.markForeign(id)
-		if id, err = p.reg.reserve(pv, dir); err != nil {
-			return err
+		if id, err = p.reg.reserve(pv, rec, -1); err != nil {
+			return 0, err
 		}
 	}
 }
 
-// exportFor is the export of directory dir.
-func (p *Provisioner) exportFor(dir string, id uint16, rootSquash bool) (ganesha.Export, error) {
-	path, err := p.opts.Store.Path(dir)
-	if err != nil {
-		return ganesha.Export{}, err
+// exportFor is the export of volume v, with the options the flags and the
+// PV ask for.
+func (p *Provisioner) exportFor(v storage.Volume, id uint16, rootSquash bool) (ganesha.Export, error) {
+	if v.Path == "" {
+		return ganesha.Export{}, fmt.Errorf("volume %s has no path to export", v.Name)
 	}
 	squash := ganesha.NoRootSquash
 	if rootSquash {
@@ -118,8 +235,8 @@ func (p *Provisioner) exportFor(dir string, id uint16, rootSquash bool) (ganesha
 	}
 	return ganesha.Export{
 		ID:      id,
-		Path:    path,
-		Pseudo:  PseudoPath(dir),
+		Path:    v.Path,
+		Pseudo:  PseudoPath(v.Name),
 		Access:  ganesha.AccessRW,
 		Squash:  squash,
 		Clients: p.opts.Clients,
@@ -131,22 +248,27 @@ func (p *Provisioner) exportFor(dir string, id uint16, rootSquash bool) (ganesha
 func checkRequest(opts controller.ProvisionOptions) (Params, error) {
 	claim := opts.PVC
 	if claim.Spec.Selector != nil {
-		return Params{}, fmt.Errorf("claim.spec.selector is not supported: a dynamically provisioned volume cannot match a label selector")
-	}
-	if ds := claim.Spec.DataSource; ds != nil {
-		return Params{}, fmt.Errorf("claim.spec.dataSource (%s %s) is not supported yet: cloning and restoring are not implemented, and an empty volume would silently lose the data", ds.Kind, ds.Name)
-	}
-	if ds := claim.Spec.DataSourceRef; ds != nil {
-		return Params{}, fmt.Errorf("claim.spec.dataSourceRef (%s %s) is not supported yet: cloning and restoring are not implemented, and an empty volume would silently lose the data", ds.Kind, ds.Name)
+		return Params{}, fmt.Errorf("%w: claim.spec.selector is not supported: a dynamically provisioned volume cannot match a label selector", errInvalid)
 	}
 	if m := claim.Spec.VolumeMode; m != nil && *m == v1.PersistentVolumeBlock {
-		return Params{}, fmt.Errorf("volumeMode Block is not supported: NFS volumes are filesystems")
+		return Params{}, fmt.Errorf("%w: volumeMode Block is not supported: NFS volumes are filesystems", errInvalid)
 	}
-	if _, ok := claim.Spec.Resources.Requests[v1.ResourceStorage]; !ok {
-		return Params{}, fmt.Errorf("claim requests no storage size")
+	request, ok := claim.Spec.Resources.Requests[v1.ResourceStorage]
+	if !ok {
+		return Params{}, fmt.Errorf("%w: claim requests no storage size", errInvalid)
+	}
+	if request.Sign() <= 0 {
+		return Params{}, fmt.Errorf("%w: claim requests %s of storage; want more than 0", errInvalid, request.String())
 	}
 	if opts.StorageClass == nil {
-		return Params{}, fmt.Errorf("claim has no StorageClass")
+		return Params{}, fmt.Errorf("%w: claim has no StorageClass", errInvalid)
 	}
-	return ParseParams(opts.StorageClass.Parameters)
+	if err := checkDataSource(claim); err != nil {
+		return Params{}, err
+	}
+	params, err := ParseParams(opts.StorageClass.Parameters)
+	if err != nil {
+		return Params{}, fmt.Errorf("%w: %w", errInvalid, err)
+	}
+	return params, nil
 }

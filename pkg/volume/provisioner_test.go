@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -19,9 +18,12 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
 	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage/directory"
 )
 
 // fakeExporter stands in for ganesha in these unit tests of the
@@ -30,6 +32,7 @@ type fakeExporter struct {
 	mu      sync.Mutex
 	exports map[uint16]ganesha.Export
 	failAdd error
+	updates int
 }
 
 func newFakeExporter() *fakeExporter { return &fakeExporter{exports: map[uint16]ganesha.Export{}} }
@@ -44,6 +47,18 @@ func (f *fakeExporter) Add(_ context.Context, e ganesha.Export) error {
 		return fmt.Errorf("export %d: %w", e.ID, ganesha.ErrConflict)
 	}
 	f.exports[e.ID] = e
+	return nil
+}
+
+func (f *fakeExporter) Update(_ context.Context, e ganesha.Export) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old, ok := f.exports[e.ID]
+	if !ok || old.Path != e.Path || old.Pseudo != e.Pseudo {
+		return fmt.Errorf("export %d: %w", e.ID, ganesha.ErrUnsupported)
+	}
+	f.exports[e.ID] = e
+	f.updates++
 	return nil
 }
 
@@ -66,27 +81,52 @@ func (f *fakeExporter) List(context.Context) ([]ganesha.Export, error) {
 
 type fixture struct {
 	p        *Provisioner
-	store    *Store
+	store    *directory.Backend
+	state    *State
 	exporter *fakeExporter
 	client   *fake.Clientset
 	recorder *record.FakeRecorder
+	clock    *clocktesting.FakeClock
 }
 
 func newFixture(t *testing.T, maxExports int) *fixture {
 	t.Helper()
-	store := newTestStore(t)
-	f := &fixture{store: store, exporter: newFakeExporter(), client: fake.NewSimpleClientset(), recorder: record.NewFakeRecorder(100)}
-	p, err := New(Options{Name: "example.com/nfs", Identity: "store-1", Store: store, Exporter: f.exporter,
-		Server: "10.0.0.7", MaxExports: maxExports, Client: f.client, Recorder: f.recorder,
-		Clock: clocktesting.NewFakePassiveClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))})
+	store, err := directory.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Reconcile(context.Background()); err != nil {
+	state, err := OpenState(store.Root())
+	if err != nil {
 		t.Fatal(err)
 	}
-	f.p = p
+	f := &fixture{store: store, state: state, exporter: newFakeExporter(), client: fake.NewSimpleClientset(), recorder: record.NewFakeRecorder(100),
+		clock: clocktesting.NewFakeClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))}
+	f.p = f.newProvisioner(t, maxExports)
+	if _, err := f.p.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return f
+}
+
+// newProvisioner is a provisioner on the fixture's store, as after a restart.
+func (f *fixture) newProvisioner(t *testing.T, maxExports int) *Provisioner {
+	t.Helper()
+	p, err := New(Options{Identity: "store-1", Backends: []storage.Backend{f.store}, State: f.state, Exporter: f.exporter,
+		Server: "10.0.0.7", MaxExports: maxExports, Client: f.client, Recorder: f.recorder, Clock: f.clock, IntentGrace: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// mkdir makes a directory volume in the store, as a release or a claim did.
+func (f *fixture) mkdir(t *testing.T, name string) string {
+	t.Helper()
+	v, _, err := f.store.Create(context.Background(), storage.Spec{Name: name, Kind: storage.Directory, Mode: 0o777})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v.Path
 }
 
 func claimOptions(ns, name, size string, params map[string]string) controller.ProvisionOptions {
@@ -118,7 +158,9 @@ func (f *fixture) leftovers(t *testing.T) []string {
 	}
 	var names []string
 	for _, e := range entries {
-		names = append(names, e.Name())
+		if e.Name() != StateDirName {
+			names = append(names, e.Name())
+		}
 	}
 	return names
 }
@@ -171,7 +213,7 @@ func TestProvisionAndDelete(t *testing.T) {
 					t.Errorf("left %q, want %q", left, dir)
 				}
 			case OnDeleteArchive:
-				if left != archivePrefix+dir {
+				if left != storage.ArchivePrefix+dir {
 					t.Errorf("left %q, want the archive", left)
 				}
 			}
@@ -198,12 +240,23 @@ func TestProvisionBadInputLeavesNothing(t *testing.T) {
 		}, "rootSquash"},
 		{"block", func(o *controller.ProvisionOptions) { o.PVC.Spec.VolumeMode = &block }, "volumeMode Block"},
 		{"selector", func(o *controller.ProvisionOptions) { o.PVC.Spec.Selector = &metav1.LabelSelector{} }, "selector"},
-		{"data source", func(o *controller.ProvisionOptions) {
+		{"snapshot data source", func(o *controller.ProvisionOptions) {
+			o.PVC.Spec.DataSource = &v1.TypedLocalObjectReference{APIGroup: ptr.To("snapshot.storage.k8s.io"), Kind: "VolumeSnapshot", Name: "snap"}
+		}, "dataSource VolumeSnapshot"},
+		{"missing clone source", func(o *controller.ProvisionOptions) {
 			o.PVC.Spec.DataSource = &v1.TypedLocalObjectReference{Kind: "PersistentVolumeClaim", Name: "src"}
-		}, "dataSource"},
+		}, "clone source claim ns/src"},
+		{"clone from another namespace", func(o *controller.ProvisionOptions) {
+			o.PVC.Spec.DataSourceRef = &v1.TypedObjectReference{Kind: "PersistentVolumeClaim", Name: "src", Namespace: ptr.To("other")}
+		}, "another namespace"},
+		{"bad fsType", func(o *controller.ProvisionOptions) { o.StorageClass.Parameters = map[string]string{"fsType": "btrfs"} }, "fsType"},
+		{"unavailable kind", func(o *controller.ProvisionOptions) { o.StorageClass.Parameters = map[string]string{"fsType": "xfs"} }, "xfs volumes are not made"},
+		{"zero size", func(o *controller.ProvisionOptions) {
+			o.PVC.Spec.Resources.Requests[v1.ResourceStorage] = resource.MustParse("0")
+		}, "want more than 0"},
 		{"too big", func(o *controller.ProvisionOptions) {
 			o.PVC.Spec.Resources.Requests[v1.ResourceStorage] = resource.MustParse("100Ei")
-		}, "free in the export dir"},
+		}, "the export dir has"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -216,6 +269,9 @@ func TestProvisionBadInputLeavesNothing(t *testing.T) {
 			}
 			if left := f.leftovers(t); len(left) != 0 || len(f.exporter.exports) != 0 {
 				t.Fatalf("left directories %v and exports %v", left, f.exporter.exports)
+			}
+			if owners, _ := f.state.Owners(); len(owners) != 0 {
+				t.Fatalf("left ledger records %v", owners)
 			}
 		})
 	}
@@ -264,76 +320,5 @@ func TestDeleteIgnoresOtherStores(t *testing.T) {
 	pv.Annotations[AnnDirectory] = "../../etc"
 	if err := f.p.Delete(context.Background(), pv); err == nil || !strings.Contains(err.Error(), "annotation "+AnnDirectory) {
 		t.Fatalf("Delete with a path annotation: %v", err)
-	}
-}
-
-func TestReconcile(t *testing.T) {
-	ctx := context.Background()
-	f := newFixture(t, -1)
-	mk := func(name, dir string, id int, age time.Duration) {
-		if _, err := f.store.Create(dir, 0, 0, 0o777); err != nil {
-			t.Fatal(err)
-		}
-		pv := &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(time.Now().Add(-age)),
-			Annotations: map[string]string{AnnIdentity: "store-1", AnnExportID: fmt.Sprint(id), AnnDirectory: dir}}}
-		if _, err := f.client.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mk("old", "dir-old", 5, time.Hour)
-	mk("young", "dir-young", 5, time.Minute) // duplicate ID: young must move
-	mk("served", "dir-served", 9, time.Hour)
-	served, _ := f.store.Path("dir-served")
-	f.exporter.exports[9] = ganesha.Export{ID: 9, Path: served}
-	f.exporter.exports[77] = ganesha.Export{ID: 77, Path: "/elsewhere"} // stray
-	// A PV of another store, whose directory must not be touched.
-	if _, err := f.client.CoreV1().PersistentVolumes().Create(ctx, &v1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "foreign",
-		Annotations: map[string]string{AnnIdentity: "other", AnnExportID: "5", AnnDirectory: "dir-old"}}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// Orphans: an empty one (a provision that died) and one with data.
-	if _, err := f.store.Create("orphan-empty", 0, 0, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.store.Create("orphan-data", 0, 0, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(f.store.Root(), "orphan-data", "f"), []byte("keep me"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	f.p.reg = newRegistry() // as after a restart
-	res, err := f.p.Reconcile(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := ReconcileResult{Volumes: 3, Reexported: 2, StrayExports: 1, Refused: 1, Leftovers: 2, AlreadyExported: 1}
-	if res != want {
-		t.Fatalf("result %+v, want %+v", res, want)
-	}
-	young, _ := f.client.CoreV1().PersistentVolumes().Get(ctx, "young", metav1.GetOptions{})
-	if young.Annotations[AnnExportID] == "5" {
-		t.Fatal("the younger duplicate kept export ID 5")
-	}
-	if len(f.exporter.exports) != 3 {
-		t.Fatalf("exports after reconcile: %v", f.exporter.exports)
-	}
-	ids := map[uint16]bool{}
-	for id := range f.exporter.exports {
-		ids[id] = true
-	}
-	if !ids[5] || !ids[9] || ids[77] {
-		t.Fatalf("export IDs %v", ids)
-	}
-	if data, err := os.ReadFile(filepath.Join(f.store.Root(), "archived-orphan-data", "f")); err != nil || string(data) != "keep me" {
-		t.Fatalf("orphan with data was not archived: %v", err)
-	}
-	select {
-	case ev := <-f.recorder.Events:
-		if !strings.Contains(ev, ReasonDuplicateExportID) {
-			t.Fatalf("event %q", ev)
-		}
-	default:
-		t.Fatal("no event about the duplicate export ID")
 	}
 }

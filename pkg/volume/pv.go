@@ -4,17 +4,27 @@ import (
 	"strconv"
 
 	v1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
+
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 )
 
-// buildPV is the PersistentVolume for a volume in directory dir exported
-// under id. The library adds the claim reference and provisioned-by.
-func (p *Provisioner) buildPV(opts controller.ProvisionOptions, params Params, dir string, id uint16) *v1.PersistentVolume {
+// buildPV is the PersistentVolume for volume v exported under id. Its
+// capacity is the volume's real size where the backend enforces one (the
+// request rounded up), else the request. The library adds the claim
+// reference and provisioned-by.
+func (p *Provisioner) buildPV(opts controller.ProvisionOptions, params Params, v storage.Volume, id uint16) *v1.PersistentVolume {
 	claim, class := opts.PVC, opts.StorageClass
+	capacity := claim.Spec.Resources.Requests[v1.ResourceStorage]
+	if v.Size > 0 {
+		capacity = *resource.NewQuantity(v.Size, resource.BinarySI)
+	}
 	annotations := map[string]string{
 		AnnExportID:   strconv.Itoa(int(id)),
-		AnnDirectory:  dir,
+		AnnDirectory:  v.Name,
+		AnnKind:       string(v.Kind),
 		AnnIdentity:   p.opts.Identity,
 		AnnOnDelete:   string(params.OnDelete),
 		AnnRootSquash: strconv.FormatBool(params.RootSquash),
@@ -32,11 +42,11 @@ func (p *Provisioner) buildPV(opts controller.ProvisionOptions, params Params, d
 		Spec: v1.PersistentVolumeSpec{
 			PersistentVolumeReclaimPolicy: reclaim,
 			AccessModes:                   claim.Spec.AccessModes,
-			Capacity:                      v1.ResourceList{v1.ResourceStorage: claim.Spec.Resources.Requests[v1.ResourceStorage]},
+			Capacity:                      v1.ResourceList{v1.ResourceStorage: capacity},
 			MountOptions:                  mergeMountOptions(class.MountOptions, params.MountOptions),
 			VolumeMode:                    &filesystem,
 			PersistentVolumeSource: v1.PersistentVolumeSource{
-				NFS: &v1.NFSVolumeSource{Server: p.opts.Server, Path: PseudoPath(dir)},
+				NFS: &v1.NFSVolumeSource{Server: p.opts.Server, Path: PseudoPath(v.Name)},
 			},
 		},
 	}

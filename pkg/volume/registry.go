@@ -3,27 +3,33 @@ package volume
 import (
 	"fmt"
 	"sync"
+
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 )
 
-// volumeRecord is what the provisioner knows of one volume it made.
+// volumeRecord is what the provisioner knows of one volume a PV names.
 type volumeRecord struct {
-	id  uint16
-	dir string
+	id   uint16
+	name string
+	kind storage.Kind
 }
 
-// registry maps export IDs to volumes. It is rebuilt from the PVs at start-up
-// (Reconcile) and kept current by Provision and Delete, so an ID that a PV or
-// a live export still holds is never handed out again.
+// registry maps export IDs and volume names to PVs. It is rebuilt from the
+// PVs by every reconciliation and kept current by Provision and Delete, so an
+// ID that a PV or a live export holds is never handed out again, and IDs go on
+// from the store's high-water mark across restarts instead of being reused.
 type registry struct {
 	mu      sync.Mutex
 	byPV    map[string]volumeRecord // PV name -> record
 	owner   map[uint16]string       // export ID -> PV name
 	foreign map[uint16]bool         // IDs live in ganesha that no volume of ours holds
 	last    uint16                  // the ID handed out last
+	// persist records last in the store before an ID is handed out.
+	persist func(uint16) error
 }
 
-func newRegistry() *registry {
-	return &registry{byPV: map[string]volumeRecord{}, owner: map[uint16]string{}, foreign: map[uint16]bool{}}
+func newRegistry(last uint16, persist func(uint16) error) *registry {
+	return &registry{byPV: map[string]volumeRecord{}, owner: map[uint16]string{}, foreign: map[uint16]bool{}, last: last, persist: persist}
 }
 
 // lookup returns the record of PV pv.
@@ -49,44 +55,56 @@ func (r *registry) count() int {
 	return len(r.byPV)
 }
 
-// reserve gives PV pv a free export ID, or the one it already has. IDs are
-// handed out in a circle rather than lowest-first, so that the ID of a volume
-// just deleted is not reused at once while old clients may still hold its
-// file handles.
-func (r *registry) reserve(pv, dir string) (uint16, error) {
+// reserve gives PV pv a free export ID, or the one it already has. A new
+// volume past max (when max >= 0) is refused here, under the same lock that
+// hands out the ID, so concurrent provisions cannot overshoot the limit. IDs
+// are handed out in a circle from the store's high-water mark rather than
+// lowest-first, so that the ID of a volume just deleted is not reused while
+// old clients may still hold its file handles, not even after a restart.
+func (r *registry) reserve(pv string, rec volumeRecord, max int) (uint16, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if rec, ok := r.byPV[pv]; ok {
-		return rec.id, nil
+	if old, ok := r.byPV[pv]; ok {
+		return old.id, nil
+	}
+	if max >= 0 && len(r.byPV) >= max {
+		return 0, fmt.Errorf("the provisioner's limit of %d exports (-max-exports) is reached", max)
 	}
 	for i := 0; i < 65535; i++ {
 		id := uint16(int(r.last)%65535 + 1) // 1..65535; 0 is ganesha's pseudo root
-		r.last = id
 		if _, taken := r.owner[id]; taken || r.foreign[id] {
+			r.last = id
 			continue
 		}
-		r.byPV[pv] = volumeRecord{id: id, dir: dir}
+		if r.persist != nil {
+			if err := r.persist(id); err != nil {
+				return 0, fmt.Errorf("record the export ID high-water mark: %w", err)
+			}
+		}
+		r.last = id
+		rec.id = id
+		r.byPV[pv] = rec
 		r.owner[id] = pv
 		return id, nil
 	}
 	return 0, fmt.Errorf("no free NFS export ID: all 65535 are in use")
 }
 
-// claim records that PV pv holds id. It fails when another PV holds it.
-func (r *registry) claim(pv, dir string, id uint16) error {
+// claim records that PV pv holds rec.id. It fails when another PV holds it.
+func (r *registry) claim(pv string, rec volumeRecord) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if other, ok := r.owner[id]; ok && other != pv {
-		return fmt.Errorf("export ID %d is held by both %s and %s", id, other, pv)
+	if other, ok := r.owner[rec.id]; ok && other != pv {
+		return fmt.Errorf("export ID %d is held by both %s and %s", rec.id, other, pv)
 	}
-	if old, ok := r.byPV[pv]; ok && old.id != id {
+	if old, ok := r.byPV[pv]; ok && old.id != rec.id && r.owner[old.id] == pv {
 		delete(r.owner, old.id)
 	}
-	r.byPV[pv] = volumeRecord{id: id, dir: dir}
-	r.owner[id] = pv
-	delete(r.foreign, id)
-	if id > r.last {
-		r.last = id // after a restart, go on from the highest ID in use
+	r.byPV[pv] = rec
+	r.owner[rec.id] = pv
+	delete(r.foreign, rec.id)
+	if rec.id > r.last {
+		r.last = rec.id // a store from before the mark: go on from the highest ID in use
 	}
 	return nil
 }
@@ -109,6 +127,17 @@ func (r *registry) release(pv string) {
 			delete(r.owner, rec.id)
 		}
 	}
+}
+
+// snapshot copies the PV -> record map.
+func (r *registry) snapshot() map[string]volumeRecord {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]volumeRecord, len(r.byPV))
+	for k, v := range r.byPV {
+		out[k] = v
+	}
+	return out
 }
 
 // keyedMutex serialises work on one key (a PV name) while work on other

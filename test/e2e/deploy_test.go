@@ -30,6 +30,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
 	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
 	"github.com/nfs-provisioner/nfs-provisioner/test/nfsclient"
@@ -422,7 +423,7 @@ func TestCapabilitiesDefaultPlusDACReadSearch(t *testing.T) {
 		t.Fatalf("provisioner capabilities: bounding %#x effective %#x permitted %#x no_new_privs %d; want %#x and 1",
 			prov["CapBnd"], prov["CapEff"], prov["CapPrm"], prov["NoNewPrivs"], mask)
 	}
-	run := filepath.Join(p.cfg.ExportDir, volume.StateDirName, "ganesha", "run")
+	run := filepath.Join(ganesha.DefaultRuntimeDir(filepath.Join(p.cfg.ExportDir, volume.StateDirName, "ganesha")), "run")
 	for _, child := range []string{"ganesha", "dbus"} {
 		pid := readPidFile(t, filepath.Join(run, child+".pid"))
 		st := procStatus(t, pid)

@@ -63,6 +63,7 @@ func startProvisioner(t testing.TB, c *framework.Cluster, cfg provisionerConfig)
 		t.Fatal(err)
 	}
 	p := &testProvisioner{t: t, cfg: cfg, NFSPort: ports[0], MountPort: ports[1], httpPort: ports[2]}
+	framework.UnmountUnderOnCleanup(t, cfg.ExportDir) // runs after the stop below
 	p.start()
 	t.Cleanup(func() { p.stop() })
 	return p

@@ -182,10 +182,10 @@ func TestBadInput(t *testing.T) {
 		}, want: "selector is not supported"},
 		{name: "datasource", modify: func(pvc *v1.PersistentVolumeClaim) {
 			pvc.Spec.DataSource = &v1.TypedLocalObjectReference{Kind: "PersistentVolumeClaim", Name: "other"}
-		}, want: "dataSource (PersistentVolumeClaim other) is not supported"},
+		}, want: "clone source claim"},
 		{name: "too-big", modify: func(pvc *v1.PersistentVolumeClaim) {
 			pvc.Spec.Resources.Requests[v1.ResourceStorage] = resource.MustParse("1Ei")
-		}, want: "free in the export dir"},
+		}, want: "the export dir has"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

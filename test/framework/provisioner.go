@@ -138,7 +138,13 @@ func waitProvisionerReady(ctx context.Context, p *Process, port int) error {
 // serves now, asked over its private D-Bus.
 func ProvisionerExports(ctx context.Context, exportDir string) ([]ganesha.Export, error) {
 	dir := filepath.Join(exportDir, volume.StateDirName, "ganesha")
-	m, err := ganesha.ConnectExportManager("unix:path="+filepath.Join(dir, "run", "dbus.sock"), dir)
+	// The provisioner's own ganesha has its runtime files under /run; one
+	// started elsewhere (-run-server=false) may keep them in its state dir.
+	runtime := ganesha.DefaultRuntimeDir(dir)
+	if _, err := os.Stat(runtime); err != nil {
+		runtime = dir
+	}
+	m, err := ganesha.ConnectExportManager(ganesha.BusAddressOf(runtime), dir)
 	if err != nil {
 		return nil, fmt.Errorf("connect to ganesha of %s: %w", exportDir, err)
 	}

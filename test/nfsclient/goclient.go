@@ -23,6 +23,7 @@ type session struct {
 	target *nfs.Target
 	auth   rpc.Auth
 	dir    string
+	root   []byte // the export's root file handle
 }
 
 // dial retries the random local port the client binds: it picks one and
@@ -92,7 +93,7 @@ func mount(ctx context.Context, t Target) (*session, error) {
 		mnt.Close()
 		return nil, fmt.Errorf("nfs %s: %w", t.Pseudo, err)
 	}
-	return &session{mnt: mnt, target: target, auth: auth, dir: t.Pseudo}, nil
+	return &session{mnt: mnt, target: target, auth: auth, dir: t.Pseudo, root: fh}, nil
 }
 
 // MountError is a MOUNT3 status other than OK; 13 is MNT3ERR_ACCES.
@@ -194,6 +195,31 @@ func goList(ctx context.Context, t Target, dir string) ([]Entry, error) {
 // IsNotExist reports whether err means the file or export does not exist.
 func IsNotExist(err error) bool {
 	return errors.Is(err, os.ErrNotExist) || strings.Contains(fmt.Sprint(err), "NOENT")
+}
+
+// SyncedWrites writes block n times, one after another, to a new file name
+// over NFSv3 with the Go client. Each WRITE is FILE_SYNC: the server has the
+// data on stable storage before it answers, as after a local write+fsync.
+func SyncedWrites(ctx context.Context, t Target, name string, block []byte, n int) error {
+	if err := t.validate(); err != nil {
+		return err
+	}
+	if t.Version != 3 {
+		return fmt.Errorf("nfsclient: SyncedWrites needs NFSv3 (the Go client), not v%d", t.Version)
+	}
+	return withSession(ctx, t, func(v *nfs.Target) error {
+		f, err := v.OpenFile(path.Clean("/"+name), 0o644)
+		if err != nil {
+			return err
+		}
+		for range n {
+			if _, err := f.Write(block); err != nil {
+				f.Close()
+				return fmt.Errorf("synced write to %s on %s: %w", name, t, err)
+			}
+		}
+		return f.Close()
+	})
 }
 
 // ReadFiles reads several files of one export over a single NFSv3 mount.
