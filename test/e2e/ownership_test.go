@@ -11,6 +11,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
+	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
 )
 
 // Issue 13: a PV's volume is bound to the PV's own name; a PV naming a
@@ -142,9 +143,23 @@ func TestMissingIdentityNeverDestroys(t *testing.T) {
 				t.Fatal(err)
 			}
 			startErr := p.tryStart()
+			if startErr == nil {
+				// /readyz means ganesha serves; the identity is resolved
+				// after that, and a refusal ends the process then.
+				framework.Eventually(t, 30*time.Second, "the identity recovered or start-up refused", func() (bool, error) {
+					select {
+					case <-p.proc.Exited():
+						startErr = fmt.Errorf("exited after /readyz (%v):\n%s", p.proc.ExitErr(), p.log())
+						return true, nil
+					default:
+					}
+					_, err := os.Stat(idFile)
+					return err == nil, nil
+				})
+			}
 			switch {
 			case startErr != nil:
-				t.Logf("start-up refused: %v", firstLine(startErr.Error()))
+				t.Logf("start-up refused: %v", lineWith(startErr.Error(), "identity"))
 				if !strings.Contains(startErr.Error(), "identity") {
 					t.Errorf("start-up failed without saying the identity is missing or how to restore it:\n%v", startErr)
 				}
@@ -187,7 +202,13 @@ func TestMissingIdentityNeverDestroys(t *testing.T) {
 	}
 }
 
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
+// lineWith is the first line of s that mentions word, or s's first line.
+func lineWith(s, word string) string {
+	lines := strings.Split(s, "\n")
+	for _, l := range lines {
+		if strings.Contains(l, word) {
+			return strings.TrimSpace(l)
+		}
+	}
+	return lines[0]
 }
