@@ -115,6 +115,10 @@ func runChaos(tb testing.TB) *figures {
 	c := framework.Shared(tb)
 	ns := c.Namespace(tb)
 	store := framework.NewLoopStore(tb, storeSize, "ext4")
+	// A fresh ext4's lost+found is e2e TestFreshExt4StoreStarts' concern.
+	if err := os.Remove(filepath.Join(store.Dir, "lost+found")); err != nil {
+		tb.Fatal(err)
+	}
 	n := newNode(tb, c, store.Dir, "-reconcile-interval=2s", "-intent-grace=5s")
 	class := ns + "-chaos"
 	reclaim, immediate := v1.PersistentVolumeReclaimDelete, storagev1.VolumeBindingImmediate

@@ -111,6 +111,10 @@ func TestFullStoreRefusesClaimsKeepsServing(t *testing.T) {
 	c := framework.Shared(t)
 	ns := c.Namespace(t)
 	store := framework.NewLoopStore(t, 32<<20, "ext4")
+	// A fresh ext4's lost+found is TestFreshExt4StoreStarts' concern.
+	if err := os.Remove(filepath.Join(store.Dir, "lost+found")); err != nil {
+		t.Fatal(err)
+	}
 	p := startProvisioner(t, c, provisionerConfig{Namespace: ns, ExportDir: store.Dir, ExtraArgs: fastReconcile})
 	class := ns + "-class"
 	storageClass(t, c, class, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
@@ -186,4 +190,36 @@ func logSizes(t testing.TB, store string) map[string]int64 {
 		t.Fatal(err)
 	}
 	return sizes
+}
+
+// TestFreshExt4StoreStarts: a freshly made ext4 filesystem, the obvious way
+// to give the store a filesystem of its own, holds lost+found. It is not a
+// volume: the provisioner starts on it, keeps running, provisions, and
+// leaves lost+found alone, across a restart too.
+func TestFreshExt4StoreStarts(t *testing.T) {
+	c := framework.Shared(t)
+	ns := c.Namespace(t)
+	store := framework.NewLoopStore(t, 32<<20, "ext4")
+	p := startProvisioner(t, c, provisionerConfig{Namespace: ns, ExportDir: store.Dir, ExtraArgs: fastReconcile})
+	class := ns + "-class"
+	storageClass(t, c, class, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
+	env := testEnv{c: c, ns: ns, p: p, class: class}
+	for round := range 2 {
+		if round == 1 {
+			p.stop()
+			p.restart()
+		}
+		time.Sleep(settle)
+		select {
+		case <-p.proc.Exited():
+			t.Fatalf("round %d: the provisioner exited on a fresh ext4 store: %v\n%s", round, p.proc.ExitErr(), lineWith(p.log(), "failed"))
+		default:
+		}
+		name := fmt.Sprintf("round-%d", round)
+		pv, content := boundWithData(t, env, class, name)
+		served(t, p, pv, "data", content)
+		if fi, err := os.Stat(filepath.Join(store.Dir, "lost+found")); err != nil || !fi.IsDir() {
+			t.Errorf("round %d: lost+found: %v", round, err)
+		}
+	}
 }
