@@ -58,17 +58,36 @@ func startSharedGanesha(t *testing.T, exportDir string) *sharedGanesha {
 	return &sharedGanesha{srv: srv, nfsPort: ports[0], mountPort: ports[1]}
 }
 
-// addForeign adds n exports of someone else with IDs 1..n, managed from a
-// state directory of their own, each holding a file "owner".
+// addForeign adds n exports of someone else with IDs 1..n.
 func (g *sharedGanesha) addForeign(t *testing.T, n int) {
 	t.Helper()
-	other, err := ganesha.ConnectExportManager(g.srv.BusAddress(), t.TempDir())
+	ids := make([]int, n)
+	for i := range ids {
+		ids[i] = i + 1
+	}
+	g.addForeignIDs(t, ids...)
+}
+
+// other is a manager of the shared ganesha with a state directory of its
+// own: another tool that manages exports there.
+func (g *sharedGanesha) other(t *testing.T) *ganesha.ExportManager {
+	t.Helper()
+	m, err := ganesha.ConnectExportManager(g.srv.BusAddress(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.Close()
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// addForeignIDs adds exports of someone else under the given IDs, each
+// holding a file "owner" that names its position in g.foreign.
+func (g *sharedGanesha) addForeignIDs(t *testing.T, ids ...int) {
+	t.Helper()
+	other := g.other(t)
 	data := t.TempDir()
-	for i := 1; i <= n; i++ {
+	for _, id := range ids {
+		i := len(g.foreign) + 1
 		dir := filepath.Join(data, fmt.Sprintf("foreign-%d", i))
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			t.Fatal(err)
@@ -76,7 +95,7 @@ func (g *sharedGanesha) addForeign(t *testing.T, n int) {
 		if err := os.WriteFile(filepath.Join(dir, "owner"), []byte(fmt.Sprintf("someone else %d", i)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		e := ganesha.Export{ID: uint16(i), Path: dir, Pseudo: fmt.Sprintf("/foreign-%d", i), Access: ganesha.AccessRW, Squash: ganesha.NoRootSquash}
+		e := ganesha.Export{ID: uint16(id), Path: dir, Pseudo: fmt.Sprintf("/foreign-%d", i), Access: ganesha.AccessRW, Squash: ganesha.NoRootSquash}
 		if err := other.Add(t.Context(), e); err != nil {
 			t.Fatal(err)
 		}
@@ -284,4 +303,38 @@ func containsAny(s string, subs ...string) bool {
 		}
 	}
 	return false
+}
+
+// TestForeignExportUnderOurIDIsNotOurs: with -run-server=false, while the
+// provisioner is down another tool of the shared ganesha withdraws one of
+// our exports and serves its own directory under that ID. After start-up
+// the PV is served again with its own data under the ID its PV records,
+// and the other tool's export is left alone: an export is ours by what
+// ganesha serves, not by its ID or by a file we wrote once.
+func TestForeignExportUnderOurIDIsNotOurs(t *testing.T) {
+	c := framework.Shared(t)
+	ns := c.Namespace(t)
+	exportDir := shortTempDir(t)
+	g := startSharedGanesha(t, exportDir)
+	p := startOnShared(t, g, c, ns, exportDir)
+	class := ns + "-stolen"
+	storageClass(t, c, class, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
+	env := testEnv{c: c, ns: ns, p: p, class: class}
+	pv, content := boundWithData(t, env, class, "ours")
+	id, _ := strconv.Atoi(pv.Annotations[volume.AnnExportID])
+
+	p.stop()
+	if err := g.other(t).Remove(t.Context(), uint16(id)); err != nil {
+		t.Fatal(err)
+	}
+	g.addForeignIDs(t, id)
+	g.checkForeign(t, "before the provisioner starts again")
+	p.restart()
+	time.Sleep(settle)
+	pv = getPV(t, c, pv.Name)
+	served(t, p, pv, "data", content)
+	if got, want := servedID(t, p, pv), pv.Annotations[volume.AnnExportID]; got != want {
+		t.Errorf("PV %s records export ID %s, ganesha serves it as %s", pv.Name, want, got)
+	}
+	g.checkForeign(t, "after start-up and reconciliation")
 }
