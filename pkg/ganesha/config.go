@@ -66,6 +66,7 @@ type mainConfig struct {
 	RecoveryRoot   string
 	LogLevel       string
 	ExportsInclude string // absolute path of exports.conf
+	SentinelPath   string // an empty directory, exported first to nobody; "" for none
 }
 
 func (c mainConfig) protocols() string {
@@ -86,6 +87,11 @@ func (c mainConfig) validate() error {
 	}
 	if err := validateDir("exports include", c.ExportsInclude); err != nil {
 		return err
+	}
+	if c.SentinelPath != "" {
+		if err := sentinelExport(c.SentinelPath).validate(); err != nil {
+			return err
+		}
 	}
 	if !validLogLevel(c.LogLevel) {
 		return fmt.Errorf("log level %q: want one of %s", c.LogLevel, strings.Join(logLevels, ", "))
@@ -144,6 +150,10 @@ func renderMain(c mainConfig) []byte {
 	b.WriteString("\tAnonymous_uid = 65534;\n\tAnonymous_gid = 65534;\n")
 	b.WriteString("}\n")
 	fmt.Fprintf(&b, "LOG {\n\tDefault_Log_Level = %s;\n}\n", c.LogLevel)
+	if c.SentinelPath != "" {
+		// First, before every volume's export: see SentinelExportID.
+		b.Write(renderExport(sentinelExport(c.SentinelPath)))
+	}
 	fmt.Fprintf(&b, "%%include %s\n", quote(c.ExportsInclude))
 	return []byte(b.String())
 }

@@ -25,7 +25,7 @@ func TestRenderExportRoundTrip(t *testing.T) {
 	for _, e := range []Export{
 		{ID: 1, Path: "/srv/a", Pseudo: "/a"},
 		{ID: 152, Path: "/srv/with space/ü", Pseudo: "/pv-152", Squash: NoRootSquash, Access: AccessRO},
-		{ID: 65535, Path: "/x", Pseudo: "/y/z", Clients: []string{"127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8", "*.example.com", "@netgroup"}, SecType: []string{"sys", "krb5"}, Protocols: []int{3, 4}, Squash: AllSquash},
+		{ID: 65534, Path: "/x", Pseudo: "/y/z", Clients: []string{"127.0.0.1", "::1", "10.0.0.0/8", "fd00::/8", "*.example.com", "@netgroup"}, SecType: []string{"sys", "krb5"}, Protocols: []int{3, 4}, Squash: AllSquash},
 	} {
 		data := renderExport(e)
 		got, err := exportFromConfig(data)
@@ -166,5 +166,27 @@ func TestBackoff(t *testing.T) {
 	}
 	if d := b.next(time.Minute); d != 0 {
 		t.Errorf("after a stable run: %v, want 0", d)
+	}
+}
+
+// The sentinel is ganesha's first export: rendered before the include of
+// every volume's export, admitting only an address no host has.
+func TestSentinelRenderedFirst(t *testing.T) {
+	c := mainConfig{NFSPort: 2049, MountdPort: 20048, RecoveryRoot: "/s/recovery", LogLevel: "EVENT",
+		ExportsInclude: "/s/exports.conf", SentinelPath: "/s/sentinel"}
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	out := string(renderMain(c))
+	sentinel := strings.Index(out, "Export_Id = 65535;")
+	include := strings.Index(out, `%include "/s/exports.conf"`)
+	if sentinel < 0 || include < 0 || sentinel > include {
+		t.Fatalf("sentinel at %d, include at %d:\n%s", sentinel, include, out)
+	}
+	if !strings.Contains(out, "Clients = 192.0.2.1;") || !strings.Contains(out, "Access_Type = None;") {
+		t.Fatalf("the sentinel admits someone:\n%s", out)
+	}
+	if err := (Export{ID: SentinelExportID, Path: "/v", Pseudo: "/v"}).Validate(); err == nil {
+		t.Fatal("a volume may take the sentinel's export ID")
 	}
 }

@@ -85,13 +85,39 @@ func (e Export) Normalized() Export {
 	return n
 }
 
+// SentinelExportID is the export ganesha creates first, before any volume's:
+// an empty directory that admits no client. ganesha 4.3 lets the first
+// export it creates accept file handles of every other filesystem it knows
+// (test/isolation pins this), so that export must be one nobody can use.
+// Volumes get IDs 1 to 65534.
+const SentinelExportID = 65535
+
+// sentinelPseudo cannot clash with a volume's pseudo path: volume names
+// never start with a dot.
+const sentinelPseudo = "/.sentinel"
+
+// sentinelExport is the sentinel of the directory at path. Its only client
+// is an address of TEST-NET-1 (RFC 5737), which no host has.
+func sentinelExport(path string) Export {
+	return Export{ID: SentinelExportID, Path: path, Pseudo: sentinelPseudo, Access: AccessRO, Squash: AllSquash, Clients: []string{"192.0.2.1"}}
+}
+
 // Validate checks every field against what can be rendered safely. The
 // error wraps ErrInvalid and names the export and the offending field.
 func (e Export) Validate() error {
 	n := e.Normalized()
+	if n.ID == SentinelExportID {
+		return fmt.Errorf("%w %d %q: Export_Id %d is the sentinel's; use 1..%d", ErrInvalid, e.ID, e.Path, SentinelExportID, SentinelExportID-1)
+	}
+	return n.validate()
+}
+
+// validate checks e, which is normalised, whatever its ID.
+func (n Export) validate() error {
+	e := n
 	var errs []error
 	if n.ID == 0 {
-		errs = append(errs, errors.New("Export_Id 0 is the pseudo root; use 1..65535"))
+		errs = append(errs, errors.New("Export_Id 0 is the pseudo root; use 1..65534"))
 	}
 	if err := validateDir("path", n.Path); err != nil {
 		errs = append(errs, err)

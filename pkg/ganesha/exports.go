@@ -365,7 +365,7 @@ func (m *ExportManager) List(ctx context.Context) ([]Export, error) {
 	defer m.mu.Unlock()
 	out := make([]Export, 0, len(active))
 	for _, a := range active {
-		if a.ID == 0 {
+		if a.ID == 0 || a.ID == SentinelExportID {
 			continue
 		}
 		if k, ok := m.known[a.ID]; ok {

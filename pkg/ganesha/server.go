@@ -39,7 +39,7 @@ type Config struct {
 	RpcbindPath        string
 	SocketActivatePath string // systemd-socket-activate; optional
 
-	StartTimeout time.Duration // readiness wait per start; default 30s
+	StartTimeout time.Duration // readiness wait per start; default 30s plus 100ms per export (each new filesystem is probed)
 	StopTimeout  time.Duration // wait per stop step; default 10s
 	MaxBackoff   time.Duration // longest wait between restarts; default 10s
 	Clock        Clock         // default the real clock
@@ -66,7 +66,7 @@ func (c Config) withDefaults() Config {
 		c.LogLevel = "EVENT"
 	}
 	if c.StartTimeout == 0 {
-		c.StartTimeout = 30 * time.Second
+		c.StartTimeout = defaultStartTimeout
 	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = 10 * time.Second
@@ -80,9 +80,12 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+const defaultStartTimeout = 30 * time.Second
+
 // statePaths are the files and directories under Config.StateDir.
 type statePaths struct {
 	root, exports, recovery, run, log string
+	sentinel                          string
 	mainConf, includes, dbusConf      string
 	dbusSocket, dbusPid               string
 	ganeshaPid, rpcbindPid            string
@@ -97,7 +100,8 @@ func newStatePaths(root, runtime string) statePaths {
 	run, log := filepath.Join(runtime, "run"), filepath.Join(runtime, "log")
 	return statePaths{
 		root: root, exports: filepath.Join(root, "exports"), recovery: filepath.Join(root, "recovery"),
-		run: run, log: log,
+		sentinel: filepath.Join(root, "sentinel"),
+		run:      run, log: log,
 		mainConf: filepath.Join(root, "ganesha.conf"), includes: filepath.Join(root, "exports.conf"),
 		dbusConf:   filepath.Join(root, "dbus.conf"),
 		dbusSocket: filepath.Join(run, "dbus.sock"), dbusPid: filepath.Join(run, "dbus.pid"),
@@ -166,7 +170,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s.main = mainConfig{
 		BindAddress: cfg.BindAddress, NFSPort: cfg.NFSPort, MountdPort: cfg.MountdPort, NFSv3: cfg.NFSv3,
 		GracePeriod: cfg.GracePeriod, LeaseLifetime: cfg.LeaseLifetime, RecoveryRoot: s.paths.recovery,
-		LogLevel: cfg.LogLevel, ExportsInclude: s.paths.includes,
+		LogLevel: cfg.LogLevel, ExportsInclude: s.paths.includes, SentinelPath: s.paths.sentinel,
 	}
 	if err := s.main.validate(); err != nil {
 		errs = append(errs, err)
@@ -194,7 +198,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("ganesha config: %w", errors.Join(errs...))
 	}
-	for _, d := range []string{s.paths.root, s.paths.exports, s.paths.recovery, s.paths.run, s.paths.log} {
+	for _, d := range []string{s.paths.root, s.paths.exports, s.paths.recovery, s.paths.run, s.paths.log, s.paths.sentinel} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("ganesha state dir: %w", err)
 		}
@@ -371,7 +375,8 @@ func (s *Server) startGaneshaLocked(ctx context.Context) error {
 // waitFor polls ready until it succeeds, the child dies (the error quotes
 // the end of its log) or StartTimeout passes.
 func (s *Server) waitFor(ctx context.Context, c *child, logFile string, ready func() error) error {
-	deadline := time.Now().Add(s.cfg.StartTimeout)
+	timeout := s.startTimeout()
+	deadline := time.Now().Add(timeout)
 	for {
 		err := ready()
 		if err == nil {
@@ -382,7 +387,7 @@ func (s *Server) waitFor(ctx context.Context, c *child, logFile string, ready fu
 		}
 		if time.Now().After(deadline) {
 			c.stop(ctx, s.cfg.StopTimeout)
-			return fmt.Errorf("not ready after %s: %w; last log lines:\n%s", s.cfg.StartTimeout, err, tailFile(logFile, 15))
+			return fmt.Errorf("not ready after %s: %w; last log lines:\n%s", timeout, err, tailFile(logFile, 15))
 		}
 		select {
 		case <-ctx.Done():
@@ -391,6 +396,19 @@ func (s *Server) waitFor(ctx context.Context, c *child, logFile string, ready fu
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// startTimeout is how long a start may take: ganesha probes the filesystem
+// of every export before it answers on D-Bus, so a server with hundreds of
+// filesystem volumes needs longer than an empty one.
+func (s *Server) startTimeout() time.Duration {
+	if s.cfg.StartTimeout != defaultStartTimeout {
+		return s.cfg.StartTimeout
+	}
+	s.exports.mu.Lock()
+	n := len(s.exports.known)
+	s.exports.mu.Unlock()
+	return s.cfg.StartTimeout + time.Duration(n)*100*time.Millisecond
 }
 
 func dialHost(bind string) string {

@@ -54,10 +54,20 @@ func (p *Provisioner) RunReconciler(ctx context.Context, interval time.Duration)
 			return
 		case <-p.trigger:
 			timer.Stop()
+			// A burst of claims adds a PV each; passes take the store to
+			// themselves, so triggered ones come at most every triggerGap.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(min(triggerGap, interval)):
+			}
 		case <-timer.C:
 		}
 	}
 }
+
+// triggerGap is the least time between two passes that PV events asked for.
+const triggerGap = 5 * time.Second
 
 // Trigger asks for a reconciliation pass soon, for instance because a PV
 // changed. Calls while one is pending are merged.
@@ -295,8 +305,9 @@ func (p *Provisioner) checkOwners(named map[string][]owned, res *ReconcileResult
 }
 
 // rebuildRegistry records the IDs of the legit PVs. Two PVs with one ID: the
-// older keeps it (its clients have held it longest) and the younger gets a new
-// one. A PV whose ID cannot be read gets the ID its live export has, or a new
+// one ganesha serves under it keeps it, else the older (its clients have held
+// it longest); the other goes back to the ID ganesha serves it under, or
+// gets a new one. A PV whose ID cannot be read gets the ID its live export has, or a new
 // one; either way the PV is told. PVs that are gone are forgotten, unless an
 // unfinished provision is still making them.
 func (p *Provisioner) rebuildRegistry(ctx context.Context, all []v1.PersistentVolume, legit []owned, live []ganesha.Export, res *ReconcileResult) {
@@ -322,8 +333,18 @@ func (p *Provisioner) rebuildRegistry(ctx context.Context, all []v1.PersistentVo
 			livePseudo[name] = e.ID
 		}
 	}
-	var moved []int
+	// PVs that ganesha serves under the ID they record claim it first: their
+	// clients hold those file handles. Then the rest, oldest first.
+	var rest, moved []int
 	for i := range legit {
+		o := &legit[i]
+		if o.vol.id != 0 && livePseudo[o.vol.name] == o.vol.id &&
+			p.reg.claim(o.pv.Name, volumeRecord{id: o.vol.id, name: o.vol.name, kind: o.vol.kind}) == nil {
+			continue
+		}
+		rest = append(rest, i)
+	}
+	for _, i := range rest {
 		o := &legit[i]
 		if o.vol.id == 0 {
 			o.vol.id = livePseudo[o.vol.name] // 0 when not live either

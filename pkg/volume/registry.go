@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 )
 
@@ -70,8 +71,9 @@ func (r *registry) reserve(pv string, rec volumeRecord, max int) (uint16, error)
 	if max >= 0 && len(r.byPV) >= max {
 		return 0, fmt.Errorf("the provisioner's limit of %d exports (-max-exports) is reached", max)
 	}
-	for i := 0; i < 65535; i++ {
-		id := uint16(int(r.last)%65535 + 1) // 1..65535; 0 is ganesha's pseudo root
+	for i := 0; i < ganesha.SentinelExportID-1; i++ {
+		// 1..65534: 0 is ganesha's pseudo root, 65535 its sentinel.
+		id := uint16(int(r.last)%(ganesha.SentinelExportID-1) + 1)
 		if _, taken := r.owner[id]; taken || r.foreign[id] {
 			r.last = id
 			continue
@@ -87,7 +89,7 @@ func (r *registry) reserve(pv string, rec volumeRecord, max int) (uint16, error)
 		r.owner[id] = pv
 		return id, nil
 	}
-	return 0, fmt.Errorf("no free NFS export ID: all 65535 are in use")
+	return 0, fmt.Errorf("no free NFS export ID: all %d are in use", ganesha.SentinelExportID-1)
 }
 
 // claim records that PV pv holds rec.id. It fails when another PV holds it.

@@ -101,11 +101,7 @@ type forgery struct {
 // only an address that is not ours. All without root squash: the worst
 // case.
 func attack(t *testing.T, order []string) forgery {
-	store := filepath.Join(t.TempDir(), "store")
-	if err := os.MkdirAll(store, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	b := newBackend(t, store)
+	b, store := newBackend(t)
 	s, cfg := startGanesha(t)
 	ctx := testContext(t)
 
@@ -309,19 +305,19 @@ func TestForgedHandles(t *testing.T) {
 			t.Error("a handle forged under the sentinel's export ID was answered")
 		}
 	})
-	// Pinned weakness of ganesha 4.3: the first export made after ganesha
-	// starts accepts handles of other filesystems ganesha knows (here the
-	// host's disk, holding the store and "/"), whatever its own
-	// filesystem. An export made later does not. This is why the sentinel
-	// comes first; when this case stops reaching anything, ganesha fixed it.
+	// ganesha 4.3 lets the first export it creates accept handles of every
+	// other filesystem it knows (the host's disk, holding the store and
+	// "/"), whatever its own filesystem; an export made later does not.
+	// Seen here before pkg/ganesha rendered its sentinel export first in
+	// ganesha.conf: then /a, the first volume exported, reached the store
+	// root, the image directory, / and d2. Now the sentinel is always
+	// ganesha's first export, so the first volume's reaches nothing.
 	t.Run("filesystem-volume-first", func(t *testing.T) {
 		got := attack(t, []string{"a", "b", "e", "f"})
-		want := map[string]bool{"the store root": true, "the image directory": true, "/": true, "directory volume d2": true}
-		if !maps.Equal(got.reached["a"], want) {
-			t.Errorf("from the first export /a forged handles reached %v; pinned: %v", got.reached["a"], want)
-		}
-		if len(got.reached["e"]) > 0 {
-			t.Errorf("ESCAPE: forged handles from /e (not the first export) reached %v", got.reached["e"])
+		for _, from := range []string{"a", "e"} {
+			if len(got.reached[from]) > 0 {
+				t.Errorf("ESCAPE: forged handles from filesystem volume /%s reached %v", from, got.reached[from])
+			}
 		}
 	})
 }

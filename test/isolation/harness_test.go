@@ -2,7 +2,6 @@ package isolation
 
 import (
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage/fsimage"
+	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
 	"github.com/nfs-provisioner/nfs-provisioner/test/nfsclient"
 )
 
@@ -33,32 +33,14 @@ func needRoot(t testing.TB) {
 	}
 }
 
-// freePorts returns n loopback TCP ports that were free a moment ago.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for len(ports) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		if p := l.Addr().(*net.TCPAddr).Port; p != 2049 && p != 20048 {
-			ports = append(ports, p)
-		}
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
-
 // startGanesha starts the real ganesha (NFSv3 on) on loopback ports, its
 // state outside the store, and stops it when the test ends.
 func startGanesha(t testing.TB) (*ganesha.Server, ganesha.Config) {
 	t.Helper()
-	p := freePorts(t, 2)
+	p, err := framework.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := ganesha.Config{StateDir: filepath.Join(t.TempDir(), "state"), BindAddress: "127.0.0.1", NFSPort: p[0], MountdPort: p[1], NFSv3: true}
 	s, err := ganesha.NewServer(cfg)
 	if err != nil {
@@ -79,11 +61,16 @@ func target(cfg ganesha.Config, pseudo string) nfsclient.Target {
 	return nfsclient.Target{Host: "127.0.0.1", NFSPort: cfg.NFSPort, MountPort: cfg.MountdPort, Pseudo: pseudo, Version: 3}
 }
 
-// newBackend makes a filesystem-volume backend in store, and unmounts and
-// detaches whatever is left under store when the test ends (registered
-// before ganesha starts, so it runs after ganesha stops).
-func newBackend(t testing.TB, store string) *fsimage.Backend {
+// newBackend makes a store (on the host's disk: no filesystem of its own)
+// and a filesystem-volume backend in it, and unmounts and detaches
+// whatever is left under the store when the test ends (registered before
+// ganesha starts, so it runs after ganesha stops).
+func newBackend(t testing.TB) (*fsimage.Backend, string) {
 	t.Helper()
+	store := filepath.Join(t.TempDir(), "store")
+	if err := os.MkdirAll(store, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { release(t, store) })
 	b, err := fsimage.New(testContext(t), fsimage.Options{
 		ImageDir: filepath.Join(store, ".nfs-provisioner", "images"),
@@ -92,7 +79,7 @@ func newBackend(t testing.TB, store string) *fsimage.Backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	return b, store
 }
 
 // release unmounts everything under dir (deepest first) and detaches the

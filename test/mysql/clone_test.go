@@ -19,6 +19,20 @@ func TestCloneRefusesBadDonors(t *testing.T) {
 	p := c.pod("mysql-1")
 	marker := filepath.Join(p.datadir, ".k8s-initialized")
 
+	t.Run("no record: a replica waits and says so", func(t *testing.T) {
+		// The bootstrap guard: before the record exists no pod clones, so
+		// data never sits on two pods without a record saying where.
+		ic, cl := c.initPod(p, "RECORD_WAIT=2")
+		if ic.err != nil || cl.err == nil || !strings.Contains(cl.stderr, "run failover.sh --init") {
+			t.Fatalf("clone.sh without a record:\n%s\n%s", ic, cl)
+		}
+		if exists(marker) {
+			t.Fatal("marked initialized without a record")
+		}
+		t.Logf("without a record: %s", lastLine(cl.stderr))
+	})
+	c.setRecord("mysql-0", "0")
+
 	check := func(t *testing.T, what, why string) {
 		t.Helper()
 		ic, cl := c.initPod(p)
@@ -51,7 +65,7 @@ func TestCloneRefusesBadDonors(t *testing.T) {
 	t.Run("empty stream", func(t *testing.T) {
 		// The donor accepts and closes at once, as a crashing backup would.
 		closeAll(t, c.ip("mysql-0")+":3307", nil)
-		check(t, "an empty stream", "incomplete")
+		check(t, "an empty stream", "mysql-0")
 	})
 
 	t.Run("garbage stream", func(t *testing.T) {
@@ -62,8 +76,6 @@ func TestCloneRefusesBadDonors(t *testing.T) {
 	t.Run("record names an empty pod primary", func(t *testing.T) {
 		// A lost primary PVC must never become an empty new primary.
 		q := c.pod("mysql-0")
-		mustWrite(t, filepath.Join(c.topology, "primary"), "mysql-0", 0o644)
-		defer os.Remove(filepath.Join(c.topology, "primary"))
 		ic := c.run(q, time.Minute, nil, "init-config.sh")
 		if ic.err == nil || !strings.Contains(ic.stderr, "refusing to start an empty primary") {
 			t.Fatalf("init-config.sh accepted an empty datadir as recorded primary:\n%s", ic)

@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,8 +54,21 @@ func TestReplicatedStatefulSet(t *testing.T) {
 		t.Logf("FIGURE bootstrap mysql-0: init containers %v (clone.sh %v), Ready %v after start",
 			(ic.took + cl.took).Round(time.Millisecond), cl.took.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 		_ = ready
-		if got := c.mustSQL(p0, "SELECT @@GLOBAL.read_only"); got != "0" {
-			t.Errorf("bootstrapped primary read_only=%s", got)
+		// Alone, nothing could acknowledge a commit: it stays read-only
+		// (Ready: its role is the record's) until a replica connects.
+		if got := c.mustSQL(p0, "SELECT @@GLOBAL.read_only"); got != "1" {
+			t.Errorf("lone bootstrapped primary read_only=%s; want 1", got)
+		}
+		// The record is published as soon as mysql-0 is up: no replica
+		// clones before it exists (the bootstrap guard).
+		if r := c.run(nil, time.Minute, nil, "failover.sh", "--init"); r.err != nil {
+			t.Fatalf("failover.sh --init: %s", r)
+		}
+		if c.labelled() != "mysql-0" {
+			t.Fatalf("label on %q after --init", c.labelled())
+		}
+		if rec, _ := c.record(); rec != "mysql-0" || c.epoch() != "0" {
+			t.Fatalf("record %q at epoch %q after --init", rec, c.epoch())
 		}
 		if got := c.mustSQL(p0, "SELECT @@GLOBAL.rpl_semi_sync_master_enabled"); got != "1" {
 			t.Errorf("primary without semi-sync: %s", got)
@@ -78,16 +93,12 @@ func TestReplicatedStatefulSet(t *testing.T) {
 		if got := c.mustSQL(p1, "SELECT @@GLOBAL.read_only"); got != "1" {
 			t.Errorf("replica read_only=%s", got)
 		}
-		// The operator publishes the primary once a replica can acknowledge.
-		if r := c.run(nil, time.Minute, nil, "failover.sh", "--init"); r.err != nil {
-			t.Fatalf("failover.sh --init: %s", r)
-		}
-		if c.labelled() != "mysql-0" {
-			t.Fatalf("label on %q after --init", c.labelled())
-		}
 		if r := c.run(nil, time.Minute, nil, "failover.sh", "--init"); r.err == nil {
 			t.Error("a second --init succeeded")
 		}
+		// Now a replica acknowledges: the agent opens writes.
+		opened := c.waitRO(p0, "0", 30*time.Second)
+		t.Logf("FIGURE mysql-0 opened writes %v after mysql-1 was Ready", opened.Round(time.Millisecond))
 		c.mustSQL(p0, "CREATE TABLE app.t (id BIGINT PRIMARY KEY, writer VARCHAR(16) NOT NULL, v CHAR(64) NOT NULL)")
 		w1 = c.startWriter("w1", 1)
 		w1.waitAcks(100, time.Minute)
@@ -117,6 +128,11 @@ func TestReplicatedStatefulSet(t *testing.T) {
 		t.Logf("FIGURE converged: 3 pods at GTID %s, %s rows, checksum %s", s.gtid, s.rows, s.checksum)
 		w1.checkNoLoss(p1)
 		w1.checkNoLoss(p2)
+	})
+
+	step("clone channel", func(t *testing.T) {
+		sub(t)
+		checkCloneChannel(t, c, p1)
 	})
 
 	step("readiness follows replication health", func(t *testing.T) {
@@ -264,9 +280,10 @@ func TestReplicatedStatefulSet(t *testing.T) {
 
 	step("semi-sync self-fencing", func(t *testing.T) {
 		sub(t)
-		// With no replica receiving, a commit on the primary must stall
-		// (not be acknowledged, not be visible), and go through once a
-		// replica is back.
+		// With no replica receiving, a commit on the primary stalls; the
+		// agent fences the primary and closes the session before the
+		// bounded semi-sync timeout (30 s) could acknowledge it: the client
+		// gets an error, never an OK. Once a replica is back, writes reopen.
 		var replicas []*pod
 		for _, p := range []*pod{p0, p1, p2} {
 			if p != newPrimary {
@@ -274,30 +291,244 @@ func TestReplicatedStatefulSet(t *testing.T) {
 				c.mustSQL(p, "STOP SLAVE IO_THREAD")
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "mariadb", "--no-defaults", "-h", newPrimary.ip, "-u", "app", "app", "-e",
 			"INSERT INTO t (id, writer, v) VALUES (9000000, 'fence', 'x')")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "MYSQL_PWD=" + c.secrets["app-password"]}
-		err := cmd.Run()
-		if ctx.Err() == nil {
-			t.Fatalf("the INSERT returned (%v) although no replica could acknowledge it", err)
+		out, err := cmd.CombinedOutput()
+		answered := time.Since(start)
+		if err == nil {
+			t.Fatalf("the INSERT was acknowledged after %v although no replica could have it", answered)
 		}
-		if n := c.mustSQL(newPrimary, "SELECT COUNT(*) FROM app.t WHERE id=9000000"); n != "0" {
-			t.Errorf("the unacknowledged row is visible on the primary (%s)", n)
+		if ctx.Err() != nil {
+			t.Fatalf("the INSERT hung for %v: nothing fenced the isolated primary", answered)
+		}
+		if answered >= 30*time.Second {
+			t.Errorf("the client waited %v, beyond the 30 s semi-sync timeout", answered)
+		}
+		if ro := c.mustSQL(newPrimary, "SELECT @@GLOBAL.read_only"); ro != "1" {
+			t.Errorf("isolated primary read_only=%s", ro)
+		}
+		if r := c.run(newPrimary, 10*time.Second, nil, "probe-ready.sh"); r.err != nil {
+			t.Errorf("the fenced primary is still the record's primary but not Ready: %s", r)
 		}
 		for _, p := range replicas {
 			c.mustSQL(p, "START SLAVE IO_THREAD")
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for c.mustSQL(newPrimary, "SELECT COUNT(*) FROM app.t WHERE id=9000000") != "1" {
-			if time.Now().After(deadline) {
-				t.Fatal("the stalled commit did not complete after the replicas came back")
+		reopened := c.waitRO(newPrimary, "0", 30*time.Second)
+		t.Logf("FIGURE self-fencing: with no replica receiving, the INSERT got an error after %v (%s), never an OK; writes reopened %v after the replicas reconnected",
+			answered.Round(time.Millisecond), lastLine(string(out)), reopened.Round(time.Millisecond))
+		// The fenced commit was in the binlog: its outcome was unknown to
+		// the client, and it reaches every pod.
+		c.waitConverged(newPrimary, replicas, time.Minute)
+	})
+
+	step("partition and heal", func(t *testing.T) {
+		sub(t)
+		a := newPrimary
+		var replicas []*pod
+		for _, p := range []*pod{p0, p1, p2} {
+			if p != a {
+				replicas = append(replicas, p)
 			}
-			time.Sleep(100 * time.Millisecond)
 		}
-		t.Logf("FIGURE self-fencing: with the replicas' IO threads stopped an INSERT stalled for 3 s unacknowledged and invisible, and committed once they reconnected")
+		epochBefore := c.epoch()
+		w6 := c.startWriter("w6", 5_000_000)             // follows the label
+		w6a := c.startWriterTo(a.name, "w6a", 6_000_000) // a client on a's side of the partition
+		w6.waitAcks(100, time.Minute)
+		w6a.waitAcks(50, time.Minute)
+
+		// The partition: the replicas lose a (their IO threads stop), a's
+		// view of the record freezes (its kubelet cannot reach the API
+		// server), and neither the network nor kubectl exec reaches a.
+		view := filepath.Join(a.dir, "topology")
+		frozen := filepath.Join(a.dir, "topology.frozen")
+		if err := os.MkdirAll(frozen, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"primary", "epoch", "owner"} {
+			b, _ := os.ReadFile(filepath.Join(c.topology, k))
+			mustWrite(t, filepath.Join(frozen, k), string(b), 0o644)
+		}
+		if err := os.Remove(view); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(frozen, view); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range replicas {
+			c.mustSQL(p, "STOP SLAVE IO_THREAD")
+		}
+		cut := time.Now()
+		ackedBefore := w6a.ackCount()
+
+		r := c.run(nil, 3*time.Minute, []string{"TEST_UNREACHABLE=" + a.name}, "failover.sh")
+		if r.err != nil {
+			t.Fatalf("failover.sh with %s partitioned: %s", a.name, r)
+		}
+		b := c.pod(c.labelled())
+		if b == a {
+			t.Fatalf("failover kept %s", a.name)
+		}
+		if c.epoch() == epochBefore {
+			t.Errorf("the epoch did not move (%s)", c.epoch())
+		}
+		if !strings.Contains(r.stderr, "does not answer") {
+			t.Errorf("failover.sh did not notice the partition:\n%s", r.stderr)
+		}
+		// a still believes it is primary (its view is frozen), but nothing
+		// acknowledges its commits: it fences itself.
+		c.waitRO(a, "1", 30*time.Second)
+		fencedAfter := time.Since(cut)
+		w6.waitAcks(50, time.Minute)
+		duringPartition := w6a.ackCount() - ackedBefore
+		t.Logf("FIGURE partition: failover.sh %v promoted %s at epoch %s; isolated %s fenced itself %v after the cut; its own clients got %d acknowledgements during the partition",
+			r.took.Round(time.Millisecond), b.name, c.epoch(), a.name, fencedAfter.Round(time.Millisecond), duringPartition)
+		if duringPartition != 0 {
+			t.Errorf("%d commits were acknowledged by the partitioned old primary", duringPartition)
+		}
+		w6a.halt()
+
+		// Heal: a sees the record again.
+		if err := os.Remove(view); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(c.topology, view); err != nil {
+			t.Fatal(err)
+		}
+		healed := time.Now()
+		wasReady, diverged := false, false
+		for time.Since(healed) < 8*time.Second {
+			if ro := c.mustSQL(a, "SELECT @@GLOBAL.read_only"); ro != "1" {
+				t.Fatalf("healed old primary read_only=%s", ro)
+			}
+			if c.run(a, 10*time.Second, nil, "probe-ready.sh").err == nil {
+				wasReady = true
+				break
+			}
+			if c.slaveField(a, "Last_IO_Errno") == "1236" {
+				diverged = true
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		how := "rejoined by itself"
+		if !wasReady {
+			if r := c.run(a, 10*time.Second, nil, "probe-ready.sh"); r.err == nil {
+				t.Fatal("inconsistent readiness")
+			} else {
+				t.Logf("healed old primary not Ready: %s", lastLine(r.stderr))
+			}
+			// Its binlog holds the commits it could not get acknowledged
+			// (they committed locally once the fence closed their sessions):
+			// it has diverged. The agent says so; the operator asks for a
+			// re-clone, which keeps those binlogs for salvage.
+			if !diverged {
+				t.Fatalf("healed old primary neither Ready nor diverged")
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				agentLog, _ := os.ReadFile(filepath.Join(a.dir, "log", "agent.log"))
+				if strings.Contains(string(agentLog), "diverged from "+b.name) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the agent does not say that %s diverged:\n%s", a.name, tail(string(agentLog), 2000))
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			mustWrite(t, filepath.Join(a.datadir, ".k8s-reclone"), "", 0o644)
+			c.crash(a)
+			ic, cl := c.initPod(a)
+			if ic.err != nil || cl.err != nil {
+				t.Fatalf("re-cloning %s:\n%s\n%s", a.name, ic, cl)
+			}
+			kept, _ := filepath.Glob(filepath.Join(a.datadir, ".k8s-diverged-*.tar"))
+			if len(kept) != 1 {
+				t.Errorf("the diverged binlogs were not kept: %v", listDir(t, a.datadir))
+			}
+			how = fmt.Sprintf("read-only, not Ready (diverged: error 1236), re-cloned on request in %v keeping its binlogs", cl.took.Round(time.Millisecond))
+			c.startServer(a)
+		}
+		c.waitReady(a, time.Minute)
+		w6.halt()
+		var rest []*pod
+		for _, p := range []*pod{p0, p1, p2} {
+			if p != b {
+				rest = append(rest, p)
+			}
+		}
+		s := c.waitConverged(b, rest, time.Minute)
+		t.Logf("FIGURE heal: %s %s, %v after the heal; all 3 at %s, %s rows", a.name, how, time.Since(healed).Round(time.Millisecond), s.gtid, s.rows)
+		for _, w := range []*writer{w1, w2, w3, w6, w6a} {
+			w.checkNoLoss(b)
+		}
+		w6a.checkNoLoss(a)
+		newPrimary = b
+	})
+
+	step("concurrent failovers", func(t *testing.T) {
+		sub(t)
+		old := newPrimary
+		epochBefore := c.epoch()
+		w7 := c.startWriter("w7", 7_000_000)
+		w7.waitAcks(50, time.Minute)
+		c.crash(old)
+		results := make([]result, 2)
+		var wg sync.WaitGroup
+		for i := range results {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = c.run(nil, 3*time.Minute, nil, "failover.sh")
+			}()
+		}
+		wg.Wait()
+		ok := 0
+		for i, r := range results {
+			if r.err == nil {
+				ok++
+			} else {
+				t.Logf("failover run %d refused: %s", i, lastLine(r.stderr))
+				if !strings.Contains(r.stderr, "nothing was done") && !strings.Contains(r.stderr, "is held by") {
+					t.Errorf("failover run %d failed for another reason:\n%s", i, r.stderr)
+				}
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("%d of 2 concurrent failovers succeeded; want exactly 1:\n%s\n%s", ok, results[0], results[1])
+		}
+		var writable []string
+		for _, p := range []*pod{p0, p1, p2} {
+			if p != old && c.mustSQL(p, "SELECT @@GLOBAL.read_only") == "0" {
+				writable = append(writable, p.name)
+			}
+		}
+		rec, _ := c.record()
+		if len(writable) != 1 || writable[0] != rec || c.labelled() != rec {
+			t.Fatalf("after two concurrent failovers: writable %v, record %q, label %q", writable, rec, c.labelled())
+		}
+		if want := fmt.Sprint(atoi(t, epochBefore) + 1); c.epoch() != want {
+			t.Errorf("epoch %s after one failover from %s", c.epoch(), epochBefore)
+		}
+		newPrimary = c.pod(rec)
+		w7.waitAcks(50, time.Minute)
+		w7.halt()
+		w7.checkNoLoss(newPrimary)
+		t.Logf("FIGURE concurrent failovers: exactly one of 2 promoted %s (epoch %s); writable pods %v", rec, c.epoch(), writable)
+		// The crashed primary comes back as a replica.
+		ic, cl := c.initPod(old)
+		if ic.err != nil || cl.err != nil {
+			t.Fatalf("restarting %s:\n%s\n%s", old.name, ic, cl)
+		}
+		c.startServer(old)
+		c.waitReady(old, time.Minute)
+		if ro := c.mustSQL(old, "SELECT @@GLOBAL.read_only"); ro != "1" {
+			t.Errorf("restarted old primary read_only=%s", ro)
+		}
 	})
 
 	step("interrupted clone is redone", func(t *testing.T) {
@@ -421,4 +652,13 @@ func TestReplicatedStatefulSet(t *testing.T) {
 	})
 
 	t.Logf("FIGURE TestReplicatedStatefulSet took %v", time.Since(testStart).Round(time.Millisecond))
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatalf("not a number: %q", s)
+	}
+	return n
 }

@@ -61,7 +61,7 @@ func (p *proc) kill() {
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 }
 
-var requiredBinaries = []string{"bash", "mariadbd", "mariadb", "mariadb-admin", "mariadb-backup", "mbstream", "mariadb-install-db", "socat", "timeout"}
+var requiredBinaries = []string{"bash", "mariadbd", "mariadb", "mariadb-admin", "mariadb-backup", "mbstream", "mariadb-install-db", "socat", "timeout", "flock", "openssl"}
 
 // requireBinaries fails when the tools are missing (hack/install-deps.sh
 // installs them); only in -short mode does it skip instead.
@@ -97,6 +97,7 @@ type cluster struct {
 	pods   map[string]*pod
 	procs  []*proc
 	groups map[int]bool // process groups we started (pgid = leader's pid)
+	scan   *procScan
 }
 
 type pod struct {
@@ -112,8 +113,13 @@ type pod struct {
 }
 
 const hooksScript = `# test/mysql: stand-ins for DNS, the Kubernetes API and kubectl exec.
+# TEST_UNREACHABLE lists pods that neither the network nor kubectl exec
+# reaches (a partition): their name resolves to an address where nothing
+# listens, and pod_run fails.
+unreachable() { [[ " ${TEST_UNREACHABLE:-} " == *" $1 "* ]]; }
 peer_host() {
   local o
+  if unreachable "$1"; then printf '127.0.0.98\n'; return; fi
   for o in ${TEST_PEER_OVERRIDE:-}; do
     if [[ ${o%%=*} == "$1" ]]; then printf '%s\n' "${o#*=}"; return; fi
   done
@@ -124,10 +130,42 @@ pod_run() {
   local pod=$1 t=$2
   shift 2
   [[ -f $TEST_PODS/$pod/pod.env ]] || { echo "pod $pod does not exist" >&2; return 1; }
+  unreachable "$pod" && { echo "pod $pod: unreachable (partitioned)" >&2; return 1; }
   ( set -a; . "$TEST_PODS/$pod/pod.env"; set +a; exec timeout "$t" bash "$TEST_PODS/$pod/configmap/$1" "${@:2}" )
 }
-publish_primary() {
-  printf '%s' "$1" >"$TOPOLOGY_DIR/.primary.tmp" && mv -f "$TOPOLOGY_DIR/.primary.tmp" "$TOPOLOGY_DIR/primary"
+# The API server's ConfigMap: a version counter and the kubelet's atomic
+# projection (..data swapped by one rename), under one lock.
+record_get() {
+  (
+    flock 9
+    if [[ -f $TEST_RECORD_DIR/primary ]]; then
+      cat "$TEST_RECORD_DIR/.version"
+      for k in primary epoch owner; do printf '%s\n' "$(<"$TEST_RECORD_DIR/$k")"; done
+    else
+      printf '\nmysql-0\n0\n\n'
+    fi
+  ) 9>"$TEST_RECORD_DIR/.lock"
+}
+record_cas() {
+  (
+    flock 9
+    cur=""
+    [[ -f $TEST_RECORD_DIR/primary ]] && cur=$(<"$TEST_RECORD_DIR/.version")
+    [[ $cur == "$1" ]] || { echo "Operation cannot be fulfilled: the object has been modified (version $cur, not '$1')" >&2; exit 1; }
+    v=$((${cur:-0} + 1))
+    d=$TEST_RECORD_DIR/..v$v
+    mkdir "$d"
+    printf '%s' "$2" >"$d/primary"
+    printf '%s' "$3" >"$d/epoch"
+    printf '%s' "$4" >"$d/owner"
+    ln -sfn "..v$v" "$TEST_RECORD_DIR/..data_tmp"
+    mv -T "$TEST_RECORD_DIR/..data_tmp" "$TEST_RECORD_DIR/..data"
+    for k in primary epoch owner; do [[ -L $TEST_RECORD_DIR/$k ]] || ln -sfn "..data/$k" "$TEST_RECORD_DIR/$k"; done
+    printf '%s\n' "$v" >"$TEST_RECORD_DIR/.version"
+    printf '%s' "$v"
+  ) 9>"$TEST_RECORD_DIR/.lock"
+}
+set_label() {
   printf '%s' "$1" >"$TEST_LABEL_FILE.tmp" && mv -f "$TEST_LABEL_FILE.tmp" "$TEST_LABEL_FILE"
 }
 `
@@ -182,6 +220,9 @@ func newCluster(t *testing.T, ipBase int, members ...string) *cluster {
 		}
 		c.secrets[k] = hex.EncodeToString(b)
 	}
+	// The clone certificate, made as the manifest header tells operators to.
+	c.secrets["clone.crt"], c.secrets["clone.key"] = makeCloneCert(t, filepath.Join(root, "clone-cert"))
+	c.scan = startProcScan(t, c.secrets)
 	c.volumes = newVolumes(t, c.export)
 	mustWrite(t, c.hooks, hooksScript, 0o644)
 	mustWrite(t, filepath.Join(root, "test-overrides.cnf"), testOverrides, 0o644)
@@ -222,17 +263,13 @@ func (c *cluster) reapOrphans() {
 	}
 	c.mu.Unlock()
 	self := os.Getpid()
-	ents, err := os.ReadDir("/proc")
+	pids, err := listPIDs()
 	if err != nil {
 		c.t.Logf("reaping orphans: %v", err)
 		return
 	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+	for _, pid := range pids {
+		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 		if err != nil {
 			continue
 		}
@@ -284,6 +321,14 @@ func (c *cluster) pod(name string) *pod {
 	dir := filepath.Join(c.root, "pods", name)
 	p := &pod{name: name, ip: c.ip(name), dir: dir}
 	p.ord, _ = strconv.Atoi(name[strings.LastIndex(name, "-")+1:])
+	// The pod's view of the record: normally the shared projection; a
+	// partition freezes it (see partition).
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(c.topology, filepath.Join(dir, "topology")); err != nil {
+		t.Fatal(err)
+	}
 	for _, d := range []string{"configmap", "secret", "conf.d", "run", "log", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o750); err != nil {
 			t.Fatal(err)
@@ -317,7 +362,7 @@ tmpdir=%[1]s/tmp
 		{"HOSTNAME", name},
 		{"DATADIR", p.datadir},
 		{"CONF_DIR", filepath.Join(dir, "conf.d")},
-		{"TOPOLOGY_DIR", c.topology},
+		{"TOPOLOGY_DIR", filepath.Join(dir, "topology")},
 		{"SECRET_DIR", filepath.Join(dir, "secret")},
 		{"SOCKET", p.socket},
 		{"MYSQLD_DEFAULTS_FILE", filepath.Join(dir, "my.cnf")},
@@ -326,6 +371,9 @@ tmpdir=%[1]s/tmp
 		{"RECONCILE_INTERVAL", "1"},
 		{"PREPARE_MEMORY", "32M"},
 		{"PEER_PROBE_MAX", "4"},
+		{"SELF_FENCE_AFTER", "3"},
+		{"CLONE_HANDSHAKE_TIMEOUT", "2"},
+		{"RECORD_WAIT", "20"},
 	}
 	var envFile strings.Builder
 	for _, kv := range vars {
@@ -349,6 +397,7 @@ func (c *cluster) baseEnv() []string {
 		"TEST_PODS=" + filepath.Join(c.root, "pods"),
 		"TEST_MEMBERS=" + strings.Join(c.members, " "),
 		"TEST_LABEL_FILE=" + c.label,
+		"TEST_RECORD_DIR=" + c.topology,
 		"TOPOLOGY_DIR=" + c.topology,
 	}
 }
@@ -575,6 +624,43 @@ func (c *cluster) labelled() string {
 	return strings.TrimSpace(string(b))
 }
 
+// epoch is the record's epoch ("" without a record).
+func (c *cluster) epoch() string {
+	b, err := os.ReadFile(filepath.Join(c.topology, "epoch"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// waitRO waits until p's read_only is want ("0" or "1").
+func (c *cluster) waitRO(p *pod, want string, timeout time.Duration) time.Duration {
+	t := c.t
+	t.Helper()
+	start := time.Now()
+	for {
+		got, err := c.sql(p, "SELECT @@GLOBAL.read_only")
+		if err == nil && got == want {
+			return time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			agentLog, _ := os.ReadFile(filepath.Join(p.dir, "log", "agent.log"))
+			t.Fatalf("%s: read_only=%q (%v) after %v; want %s\nagent log:\n%s", p.name, got, err, timeout, want, tail(string(agentLog), 3000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// setRecord writes the record through the API stand-in, as failover.sh would.
+func (c *cluster) setRecord(primary, epoch string) {
+	c.t.Helper()
+	cmd := exec.Command("bash", "-c", `. "$MYSQL_HOOKS"; v=$(record_get | head -1); record_cas "$v" "$1" "$2" ""`, "_", primary, epoch)
+	cmd.Env = c.baseEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		c.t.Fatalf("writing the record: %v\n%s", err, out)
+	}
+}
+
 func (c *cluster) record() (string, bool) {
 	b, err := os.ReadFile(filepath.Join(c.topology, "primary"))
 	if err != nil {
@@ -655,6 +741,7 @@ func dirSize(dir string) int64 {
 type writer struct {
 	c    *cluster
 	name string
+	pin  string // write to this pod whatever the label says ("": follow the label)
 
 	mu      sync.Mutex
 	next    int64
@@ -668,7 +755,13 @@ type writer struct {
 }
 
 func (c *cluster) startWriter(name string, firstID int64) *writer {
-	w := &writer{c: c, name: name, next: firstID, stop: make(chan struct{}), done: make(chan struct{})}
+	return c.startWriterTo("", name, firstID)
+}
+
+// startWriterTo starts a writer that keeps writing to pod pin, as a client
+// on that pod's side of a partition would.
+func (c *cluster) startWriterTo(pin, name string, firstID int64) *writer {
+	w := &writer{c: c, name: name, pin: pin, next: firstID, stop: make(chan struct{}), done: make(chan struct{})}
 	go w.run()
 	c.top.Cleanup(w.halt)
 	return w
@@ -696,6 +789,9 @@ func (w *writer) run() {
 	defer close(w.done)
 	for !w.stopped() {
 		target := w.c.labelled()
+		if w.pin != "" {
+			target = w.pin
+		}
 		if target == "" {
 			time.Sleep(20 * time.Millisecond)
 			continue
@@ -886,7 +982,8 @@ func (w *writer) checkNoLoss(p *pod) {
 }
 
 // proxy stands between a cloning pod and its donor's clone port: it passes
-// the stream through, or cuts it (closes) or stalls it after limit bytes.
+// the stream through, or cuts it (closes) or stalls it after limit bytes of
+// the donor's side.
 type proxy struct {
 	ln       net.Listener
 	upstream string
@@ -929,6 +1026,12 @@ func (p *proxy) serve() {
 		p.mu.Lock()
 		p.conns = append(p.conns, down, up)
 		p.mu.Unlock()
+		// The client's side of the TLS handshake goes up unchanged.
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			_, _ = io.Copy(up, down)
+		}()
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()

@@ -213,6 +213,10 @@ func TestManifest(t *testing.T) {
 		if !found {
 			t.Error("no Secret volume: where do the passwords come from?")
 		}
+		// The header's instructions must not put a secret in kubectl's argv.
+		if regexp.MustCompile(`--from-literal=[a-z-]*(password|key)`).Match(m.raw) {
+			t.Error("the manifest tells operators to pass a secret with --from-literal (visible in argv)")
+		}
 		for key, text := range m.scripts(t) {
 			if regexp.MustCompile(`(?i)IDENTIFIED BY ''|PASSWORD=''|password=""`).MatchString(text) {
 				t.Errorf("ConfigMap key %s sets an empty password", key)
@@ -243,6 +247,27 @@ func TestManifest(t *testing.T) {
 		db := spec.Containers[0]
 		if db.ReadinessProbe == nil || db.ReadinessProbe.Exec == nil || !strings.Contains(strings.Join(db.ReadinessProbe.Exec.Command, " "), "probe-ready.sh") {
 			t.Errorf("container %s: readiness must run probe-ready.sh (replication health)", db.Name)
+		}
+		for _, ctr := range spec.Containers {
+			if ctr.Name != "agent" {
+				continue
+			}
+			bound := false
+			for _, e := range ctr.Env {
+				if e.Name == "CLONE_BIND" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.podIP" {
+					bound = true
+				}
+			}
+			if !bound {
+				t.Error("the agent's clone server is not bound to the pod IP (CLONE_BIND from status.podIP)")
+			}
+		}
+		topo := false
+		for _, vm := range db.VolumeMounts {
+			topo = topo || vm.Name == "topology"
+		}
+		if !topo {
+			t.Error("the mariadb container does not mount the record: its readiness cannot compare the role with it")
 		}
 		if sc := spec.SecurityContext; sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 999 || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot {
 			t.Error("pod securityContext must run as uid 999, non-root (the uid our StorageClass carves volumes for)")

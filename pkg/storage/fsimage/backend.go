@@ -41,9 +41,7 @@ const (
 	tempPrefix = ".tmp-"
 	// archivePrefix names archived images; List never shows them and no
 	// volume may have such a name.
-	archivePrefix = "archived-"
-	// maxNameBytes is the longest file name Linux filesystems accept.
-	maxNameBytes = 255
+	archivePrefix = storage.ArchivePrefix
 	// initXattr, on an image, holds the owner and mode its root directory
 	// must get ("uid:gid:mode") when that has not happened yet. Set before
 	// the image gets its name, cleared after the chown, so a crash in
@@ -107,16 +105,10 @@ func (b *Backend) mountPoint(name string) string { return filepath.Join(b.opts.M
 // checkName rejects anything but one visible path component that is not an
 // archive's name. Names come from PV annotations: checked before every use.
 func checkName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("empty volume name")
-	case len(name) > maxNameBytes:
-		return fmt.Errorf("volume name %q is longer than %d bytes", name, maxNameBytes)
-	case strings.HasPrefix(name, "."):
-		return fmt.Errorf("volume name %q starts with a dot", name)
-	case strings.ContainsAny(name, "/\x00"):
-		return fmt.Errorf("volume name %q is not a single path component", name)
-	case strings.HasPrefix(name, archivePrefix):
+	if err := storage.CheckName(name); err != nil {
+		return err
+	}
+	if strings.HasPrefix(name, archivePrefix) {
 		return fmt.Errorf("volume name %q starts with %q, kept for archives", name, archivePrefix)
 	}
 	return nil
@@ -193,14 +185,10 @@ func (b *Backend) Archive(ctx context.Context, name string, now time.Time) (stri
 	if err := b.close(ctx, name); err != nil {
 		return "", err
 	}
-	target := archivePrefix + name
-	if len(target) > maxNameBytes {
-		target = target[:maxNameBytes]
-	}
+	target := storage.ArchiveName(name, "")
 	err := unix.Renameat2(unix.AT_FDCWD, b.imagePath(name), unix.AT_FDCWD, b.imagePath(target), unix.RENAME_NOREPLACE)
 	if errors.Is(err, unix.EEXIST) {
-		suffix := "-" + now.UTC().Format("20060102T150405.000000000")
-		target = target[:min(len(target), maxNameBytes-len(suffix))] + suffix
+		target = storage.ArchiveName(name, "-"+now.UTC().Format("20060102T150405.000000000"))
 		err = unix.Renameat2(unix.AT_FDCWD, b.imagePath(name), unix.AT_FDCWD, b.imagePath(target), unix.RENAME_NOREPLACE)
 	}
 	if err != nil {

@@ -4,15 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 
-	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/nfs-provisioner/nfs-provisioner/internal/fscopy"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 )
 
@@ -81,32 +80,13 @@ func (b *Backend) Clone(ctx context.Context, src string, dst storage.Spec, progr
 }
 
 // copyImage copies src's image to a new temporary image while src's
-// filesystem is frozen (when it is mounted: a closed one is consistent).
+// filesystem is frozen (when it is mounted: a closed one is consistent):
+// a reflink where the store supports it, else a sparse-aware copy
+// (internal/fscopy).
 func (b *Backend) copyImage(ctx context.Context, src string, progress storage.Progress) (tmp string, reflinked bool, err error) {
-	in, err := os.Open(b.imagePath(src))
-	if err != nil {
-		return "", false, fmt.Errorf("clone source %s: %w", src, err)
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return "", false, err
-	}
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	tmp = filepath.Join(b.opts.ImageDir, tempPrefix+hex.EncodeToString(rnd[:]))
-	out, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", false, fmt.Errorf("make image: %w", noSpace(err))
-	}
-	defer func() {
-		if cerr := out.Close(); err == nil && cerr != nil {
-			err = cerr
-		}
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
 	mounted, err := isMounted(b.mountPoint(src))
 	if err != nil {
 		return "", false, err
@@ -126,78 +106,15 @@ func (b *Backend) copyImage(ctx context.Context, src string, progress storage.Pr
 		}
 		// Deferred, so that a panic in the copy thaws too.
 		defer thawOnce()
-		reflinked, err = copyFrozen(ctx, out, in, fi.Size(), progress)
+		reflinked, err = fscopy.CopyFile(ctx, tmp, b.imagePath(src), progress)
 		thawOnce()
 	} else {
-		reflinked, err = copyFrozen(ctx, out, in, fi.Size(), progress)
+		reflinked, err = fscopy.CopyFile(ctx, tmp, b.imagePath(src), progress)
 	}
 	if err != nil {
 		return "", false, fmt.Errorf("copy image of %s: %w", src, noSpace(err))
 	}
 	return tmp, reflinked, nil
-}
-
-// copyFrozen reflinks in to out when the store can (FICLONE), and copies
-// it sparse-aware when it cannot.
-func copyFrozen(ctx context.Context, out, in *os.File, size int64, progress storage.Progress) (bool, error) {
-	err := unix.IoctlFileClone(int(out.Fd()), int(in.Fd()))
-	if err == nil {
-		if progress != nil {
-			progress(size, size)
-		}
-		return true, nil
-	}
-	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOTTY) {
-		return false, fmt.Errorf("FICLONE: %w", err)
-	}
-	return false, sparseCopyFile(ctx, out, in, size, progress)
-}
-
-// sparseCopyFile copies size bytes of in to out, only the data extents
-// (SEEK_DATA/SEEK_HOLE), so holes stay holes. internal/fscopy's
-// sparse-aware copy replaces this function when the branches merge.
-func sparseCopyFile(ctx context.Context, out, in *os.File, size int64, progress storage.Progress) error {
-	const chunk = 8 << 20
-	var done int64
-	for off := int64(0); off < size; {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		data, err := unix.Seek(int(in.Fd()), off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			break // only a hole is left
-		}
-		if err != nil {
-			return fmt.Errorf("SEEK_DATA: %w", err)
-		}
-		hole, err := unix.Seek(int(in.Fd()), data, unix.SEEK_HOLE)
-		if err != nil {
-			return fmt.Errorf("SEEK_HOLE: %w", err)
-		}
-		for pos := data; pos < hole; {
-			roff, woff := pos, pos
-			n, err := unix.CopyFileRange(int(in.Fd()), &roff, int(out.Fd()), &woff, int(min(chunk, hole-pos)), 0)
-			if err != nil {
-				return fmt.Errorf("copy_file_range: %w", err)
-			}
-			if n == 0 {
-				return fmt.Errorf("copy_file_range: source ended at %d of %d bytes", pos, size)
-			}
-			pos += int64(n)
-			done += int64(n)
-			if progress != nil {
-				progress(done, size)
-			}
-		}
-		off = hole
-	}
-	if err := out.Truncate(size); err != nil {
-		return err
-	}
-	if progress != nil {
-		progress(size, size)
-	}
-	return nil
 }
 
 // renewXFS gives a cloned XFS image its own UUID. The image's log still

@@ -9,7 +9,6 @@ import (
 	"os"
 	"strings"
 
-	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
@@ -204,13 +203,4 @@ func isMounted(mp string) (bool, error) {
 		return false, err
 	}
 	return len(mountsAt(all, mp)) > 0, nil
-}
-
-// statfsSize is the size statfs reports for the filesystem at path.
-func statfsSize(path string) (total, avail int64, err error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
-		return 0, 0, err
-	}
-	return int64(st.Blocks) * st.Bsize, int64(st.Bavail) * st.Bsize, nil
 }

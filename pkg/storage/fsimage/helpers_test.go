@@ -141,3 +141,12 @@ func fsUUID(t testing.TB, image string) string {
 func spec(name string, kind storage.Kind, size int64) storage.Spec {
 	return storage.Spec{Name: name, Kind: kind, Size: size, UID: 1000, GID: 2000, Mode: os.ModeSetgid | 0o775}
 }
+
+// statfsSize is the size statfs reports for the filesystem at path.
+func statfsSize(path string) (total, avail int64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, 0, err
+	}
+	return int64(st.Blocks) * st.Bsize, int64(st.Bavail) * st.Bsize, nil
+}

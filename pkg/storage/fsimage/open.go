@@ -88,20 +88,20 @@ func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data s
 	if err != nil {
 		return err
 	}
+	here := mountsAt(all, mp)
+	// Served already (a repeated call, or a restart)? Asking the one loop
+	// device mounted here is much cheaper than scanning them all.
+	if ok, err := mountedFrom(here, image); err != nil || ok {
+		if ok {
+			thaw(mp) // a clone killed while this filesystem was frozen left it frozen
+		}
+		return err
+	}
 	lp, found, err := findLoop(image)
 	if err != nil {
 		return err
 	}
-	here := mountsAt(all, mp)
 	if found {
-		for _, m := range here {
-			if m.Dev == lp.Dev {
-				// Served already (a repeated call, or a restart): a clone
-				// killed while this filesystem was frozen left it frozen.
-				thaw(mp)
-				return nil
-			}
-		}
 		if elsewhere := mountsOf(all, lp.Dev); len(elsewhere) > 0 {
 			return fmt.Errorf("image %s is mounted at %s, not at %s", image, elsewhere[0].Point, mp)
 		}
@@ -151,6 +151,24 @@ func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data s
 		return fmt.Errorf("mount %s (%s on %s) at %s: %w", kind, image, lp.Path(), mp, err)
 	}
 	return nil
+}
+
+// mountedFrom reports whether one of the mounts is of a loop device whose
+// backing file is image (same device and inode).
+func mountedFrom(mnts []mountEntry, image string) (bool, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(image, &st); err != nil {
+		return false, fmt.Errorf("stat %s: %w", image, err)
+	}
+	for _, m := range mnts {
+		if unix.Major(m.Dev) != loopMajor {
+			continue
+		}
+		if _, ok, err := loopBacks(int(unix.Minor(m.Dev)), st); err != nil || ok {
+			return ok, err
+		}
+	}
+	return false, nil
 }
 
 // finishInit gives the root directory of a new volume the owner and mode
