@@ -31,6 +31,7 @@ type provisionerConfig struct {
 	Env         map[string]string // more environment
 	NFSVersions string            // default 3,4
 	Wrap        []string          // a command the binary runs under, e.g. setpriv
+	Binary      string            // default the binary built from this checkout
 }
 
 // testProvisioner is one running provisioner with its embedded ganesha, on
@@ -52,7 +53,7 @@ func startProvisioner(t testing.TB, c *framework.Cluster, cfg provisionerConfig)
 		cfg.Name = "example.com/nfs-" + cfg.Namespace
 	}
 	if cfg.ExportDir == "" {
-		cfg.ExportDir = t.TempDir()
+		cfg.ExportDir = shortTempDir(t)
 	}
 	if cfg.Kubeconfig == "" {
 		cfg.Kubeconfig = c.Kubeconfig
@@ -68,8 +69,30 @@ func startProvisioner(t testing.TB, c *framework.Cluster, cfg provisionerConfig)
 	return p
 }
 
+// shortTempDir is a temporary directory with a short path: the store holds
+// ganesha's D-Bus socket, whose path must fit in 108 bytes, which a
+// t.TempDir() named after a long test name does not.
+func shortTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
+}
+
 // start runs the binary and waits until /readyz answers.
 func (p *testProvisioner) start() {
+	p.t.Helper()
+	if err := p.tryStart(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// tryStart is start for tests that expect start-up to fail: the error says
+// why, with the tail of the log.
+func (p *testProvisioner) tryStart() error {
 	t := p.t
 	t.Helper()
 	var env []string
@@ -79,15 +102,16 @@ func (p *testProvisioner) start() {
 	p.generation++
 	p.logFile = filepath.Join(t.TempDir(), fmt.Sprintf("provisioner-%d.log", p.generation))
 	spec := &framework.ProvisionerSpec{
-		Name: p.cfg.Name, Namespace: p.cfg.Namespace, ExportDir: p.cfg.ExportDir, Kubeconfig: p.cfg.Kubeconfig,
+		Binary: p.cfg.Binary, Name: p.cfg.Name, Namespace: p.cfg.Namespace, ExportDir: p.cfg.ExportDir, Kubeconfig: p.cfg.Kubeconfig,
 		NFSPort: p.NFSPort, MountdPort: p.MountPort, HTTPPort: p.httpPort,
 		NFSVersions: p.cfg.NFSVersions, Args: p.cfg.ExtraArgs, Env: env, Wrap: p.cfg.Wrap, LogFile: p.logFile,
 	}
 	proc, err := framework.StartProvisioner(t.Context(), spec)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	p.proc = proc
+	return nil
 }
 
 // kill9 kills the provisioner with SIGKILL, as a crashed node would. Its
