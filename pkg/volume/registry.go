@@ -25,9 +25,14 @@ type registry struct {
 	owner   map[uint16]string       // export ID -> PV name
 	foreign map[uint16]bool         // IDs live in ganesha that no volume of ours holds
 	last    uint16                  // the ID handed out last
-	// persist records last in the store before an ID is handed out.
-	persist func(uint16) error
+	// persist records a high-water mark in the store before an ID up to it
+	// is handed out; IDs in (markFrom, mark] are covered by the last one.
+	persist        func(uint16) error
+	markFrom, mark uint16
 }
+
+// markStep is how far the recorded high-water mark runs ahead.
+const markStep = 64
 
 func newRegistry(last uint16, persist func(uint16) error) *registry {
 	return &registry{byPV: map[string]volumeRecord{}, owner: map[uint16]string{}, foreign: map[uint16]bool{}, last: last, persist: persist}
@@ -78,10 +83,15 @@ func (r *registry) reserve(pv string, rec volumeRecord, max int) (uint16, error)
 			r.last = id
 			continue
 		}
-		if r.persist != nil {
-			if err := r.persist(id); err != nil {
+		if r.persist != nil && (id > r.mark || id <= r.markFrom) {
+			// The mark runs ahead of the IDs handed out, so that a burst of
+			// claims syncs it once per markStep IDs rather than once each;
+			// after a restart IDs go on from the mark, skipping the rest.
+			mark := uint16(min(int(id)+markStep-1, ganesha.SentinelExportID-1))
+			if err := r.persist(mark); err != nil {
 				return 0, fmt.Errorf("record the export ID high-water mark: %w", err)
 			}
+			r.markFrom, r.mark = id-1, mark
 		}
 		r.last = id
 		rec.id = id
