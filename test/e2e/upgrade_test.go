@@ -18,26 +18,27 @@ import (
 
 // previousRelease is the commit of the release before issue 13: the
 // provisioner whose PVs the new one must keep serving.
-const previousRelease = "ecfad3d"
+const previousRelease = "ecfad3d32a76d5578b92d0f31e6465cbb7d6c334"
 
 var previousBuild = sync.OnceValues(func() (string, error) {
+	commit := previousRelease
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", err
+	}
+	// A build cached by an earlier run needs no history (CI's clone may be
+	// shallow).
+	bin := filepath.Join(cache, "nfs-provisioner", "previous-release", commit, "nfs-provisioner")
+	if _, err := os.Stat(bin); err == nil {
+		return bin, nil
+	}
 	root, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
 	if err != nil {
 		return "", fmt.Errorf("find the repository: %w", err)
 	}
 	repo := strings.TrimSpace(string(root))
-	full, err := exec.Command("git", "-C", repo, "rev-parse", previousRelease+"^{commit}").Output()
-	if err != nil {
-		return "", fmt.Errorf("resolve %s: %w", previousRelease, err)
-	}
-	commit := strings.TrimSpace(string(full))
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(cache, "nfs-provisioner", "previous-release", commit, "nfs-provisioner")
-	if _, err := os.Stat(bin); err == nil {
-		return bin, nil
+	if err := exec.Command("git", "-C", repo, "cat-file", "-e", commit+"^{commit}").Run(); err != nil {
+		return "", fmt.Errorf("the previous release %s is not in this clone (a shallow clone?): fetch its history, e.g. git fetch --unshallow", commit)
 	}
 	src, err := os.MkdirTemp("", "nfs-provisioner-"+previousRelease+"-")
 	if err != nil {
