@@ -53,6 +53,8 @@ func TestKubeletNodeReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	// The kubelet bind-mounts its root dir onto itself; undone after it stops.
+	framework.UnmountUnderOnCleanup(t, dir)
 	sock := filepath.Join(dir, "containerd.sock")
 	for _, d := range []string{"cni", "kubelet", "containerd"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
