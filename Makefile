@@ -7,7 +7,10 @@
 
 SHELL := /bin/bash
 GO ?= go
-TEST_FLAGS ?= -count=1 -timeout 60m
+# -p 1: packages one at a time. Several test packages run NFSv3 servers,
+# and rpcbind (port 111) is one per machine: a server that stops takes the
+# registrations of one starting in another package with it.
+TEST_FLAGS ?= -count=1 -timeout 60m -p 1
 BENCH_FLAGS ?= -run '^$$' -benchtime 1x -timeout 60m
 IMAGE ?= localhost/nfs-provisioner:dev
 
