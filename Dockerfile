@@ -18,6 +18,7 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download
 COPY cmd/ cmd/
+COPY internal/ internal/
 COPY pkg/ pkg/
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
@@ -34,6 +35,8 @@ FROM debian:bookworm-slim
 # debian:bookworm-slim lacks; without it rpcbind exits ("Servname not
 # supported for ai_socktype") and NFSv3, on by default, cannot start. The
 # provisioner checks it at start (pkg/ganesha/preflight.go).
+# xfsprogs, e2fsprogs: mkfs, growfs, fsck and UUID tools of filesystem
+# volumes (fsType), used in the privileged variant only.
 RUN printf '%s\n' \
         'path-exclude /usr/share/doc/*' \
         'path-include /usr/share/doc/*/copyright' \
@@ -48,6 +51,8 @@ RUN printf '%s\n' \
         dbus \
         rpcbind \
         netbase \
+        xfsprogs \
+        e2fsprogs \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log
 # After the package layer: a new revision must not rebuild it (build
