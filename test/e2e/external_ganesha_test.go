@@ -1,15 +1,10 @@
 package e2e
 
 import (
-	"context"
-	"path/filepath"
 	"testing"
-	"time"
 
 	v1 "k8s.io/api/core/v1"
 
-	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
-	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
 	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
 )
 
@@ -20,25 +15,8 @@ func TestExternalGanesha(t *testing.T) {
 	c := framework.Shared(t)
 	ns := c.Namespace(t)
 	exportDir := t.TempDir()
-	ports, err := framework.FreePorts(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stateDir := filepath.Join(exportDir, volume.StateDirName, "ganesha")
-	srv, err := ganesha.NewServer(ganesha.Config{StateDir: stateDir, BindAddress: "127.0.0.1", NFSPort: ports[0], MountdPort: ports[1], NFSv3: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := srv.Stop(ctx); err != nil {
-			t.Errorf("stop ganesha: %v", err)
-		}
-	})
+	g := startSharedGanesha(t, exportDir)
+	srv, ports := g.srv, []int{g.nfsPort, g.mountPort}
 	pid := srv.GaneshaPID()
 
 	p := startProvisioner(t, c, provisionerConfig{
