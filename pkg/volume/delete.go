@@ -2,7 +2,6 @@ package volume
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -55,14 +54,9 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) (err 
 		p.warn(pv, ReasonOwnershipRefused, err.Error()+"; nothing was deleted")
 		return err
 	}
-	backend, err := p.backend(v.kind)
-	if err != nil && !errors.Is(err, storage.ErrUnavailable) {
-		return err
-	}
-	if backend == nil {
-		backend = p.backends[v.kind]
-	}
-	if backend == nil {
+	// Not p.backend: deleting needs no check that new volumes can be made.
+	backend, ok := p.backends[v.kind]
+	if !ok {
 		return fmt.Errorf("PV %s: %s volumes are not handled by this provisioner; nothing was deleted", pv.Name, v.kind)
 	}
 
@@ -113,15 +107,7 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) (err 
 // there; the record stays, so a PV restored under the same name can have it
 // back.
 func (p *Provisioner) release(name, pv string, kind storage.Kind) error {
-	o, ok, err := p.opts.State.Owner(name)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		o = Owner{PV: pv, Kind: kind, Created: p.opts.Clock.Now().UTC()}
-	}
-	o.Released, o.Provisioning = true, false
-	return p.opts.State.SetOwner(name, o)
+	return p.updateOwner(name, pv, kind, func(o *Owner) { o.Released, o.Provisioning = true, false })
 }
 
 // checkOwner fails unless volume name belongs to PV pv: the store's ledger

@@ -3,7 +3,6 @@ package volume
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 
@@ -99,14 +98,4 @@ func heldVolumes(ctx context.Context, state *State, backends []storage.Backend) 
 		held[n] = true
 	}
 	return held, nil
-}
-
-// kindsOf lists the kinds backends make, for messages.
-func kindsOf(backends map[storage.Kind]storage.Backend) string {
-	var kinds []string
-	for k := range backends {
-		kinds = append(kinds, string(k))
-	}
-	slices.Sort(kinds)
-	return strings.Join(kinds, ", ")
 }

@@ -120,7 +120,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	// Handed over: the library saves the PV, or calls Delete if it cannot.
 	// From here the volume may have reached a client, so it is never again
 	// an unfinished provision that reconciliation may remove.
-	if err = p.finishOwner(spec.Name, opts.PVName); err != nil {
+	if err = p.finishOwner(spec.Name, opts.PVName, spec.Kind); err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
 	pv = p.buildPV(opts, params, v, id)
@@ -161,15 +161,25 @@ func (p *Provisioner) recordOwner(spec storage.Spec, opts controller.ProvisionOp
 }
 
 // finishOwner marks the ledger record of a provision as finished.
-func (p *Provisioner) finishOwner(name, pv string) error {
+func (p *Provisioner) finishOwner(name, pv string, kind storage.Kind) error {
+	return p.updateOwner(name, pv, kind, func(o *Owner) { o.Provisioning = false })
+}
+
+// updateOwner applies change to the ledger record of volume name, making
+// one for pv when there is none (a volume from before the ledger), and
+// writes it only when it changed.
+func (p *Provisioner) updateOwner(name, pv string, kind storage.Kind, change func(*Owner)) error {
 	o, ok, err := p.opts.State.Owner(name)
-	if err != nil || (ok && !o.Provisioning) {
+	if err != nil {
 		return err
 	}
 	if !ok {
-		o = Owner{PV: pv, Created: p.opts.Clock.Now().UTC()}
+		o = Owner{PV: pv, Kind: kind, Created: p.opts.Clock.Now().UTC()}
 	}
-	o.Provisioning = false
+	before := o
+	if change(&o); ok && o == before {
+		return nil
+	}
 	return p.opts.State.SetOwner(name, o)
 }
 

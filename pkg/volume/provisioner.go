@@ -2,6 +2,8 @@ package volume
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 
 	v1 "k8s.io/api/core/v1"
 	"sync"
@@ -155,4 +157,14 @@ func (p *Provisioner) backend(kind storage.Kind) (storage.Backend, error) {
 // observe reports one operation to the observer.
 func (p *Provisioner) observe(op Operation, start time.Time, err error) {
 	p.opts.Observer.Operation(op, time.Since(start), err)
+}
+
+// kindsOf lists the kinds backends make, for messages.
+func kindsOf(backends map[storage.Kind]storage.Backend) string {
+	var kinds []string
+	for k := range backends {
+		kinds = append(kinds, string(k))
+	}
+	slices.Sort(kinds)
+	return strings.Join(kinds, ", ")
 }
