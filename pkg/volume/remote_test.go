@@ -29,7 +29,7 @@ type remoteBackend struct {
 func newRemoteBackend() *remoteBackend { return &remoteBackend{vols: map[string]storage.Volume{}} }
 
 func (r *remoteBackend) Kinds() []storage.Kind { return []storage.Kind{storage.CephFS} }
-func (r *remoteBackend) Available() error     { return r.available }
+func (r *remoteBackend) Available() error      { return r.available }
 
 func (r *remoteBackend) vol(name string, size int64) storage.Volume {
 	return storage.Volume{Name: name, Kind: storage.CephFS, Path: "/volumes/g/" + name + "/uuid", Size: size,
