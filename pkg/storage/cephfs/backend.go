@@ -46,10 +46,10 @@ type Options struct {
 // Backend keeps volumes as subvolumes of a CephFS, through the mgr volumes
 // module, with a cephx identity per volume confined to its path.
 type Backend struct {
-	opts   Options
-	ceph   runner
-	locks  keyed.Mutex
-	cache  *openCache
+	opts  Options
+	ceph  runner
+	locks keyed.Mutex
+	cache *openCache
 	// groupMade: the subvolume group exists (made at most once a run).
 	groupMu   sync.Mutex
 	groupMade bool
