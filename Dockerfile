@@ -37,7 +37,16 @@ FROM debian:bookworm-slim
 # provisioner checks it at start (pkg/ganesha/preflight.go).
 # xfsprogs, e2fsprogs: mkfs, growfs, fsck and UUID tools of filesystem
 # volumes (fsType), used in the privileged variant only.
-RUN printf '%s\n' \
+# VARIANT=ceph (make image IMAGE_VARIANT=ceph) adds what CephFS volumes
+# (fsType: cephfs) need: ganesha's FSAL_CEPH and the ceph command. The
+# default image has none of it.
+ARG VARIANT=
+RUN case "$VARIANT" in \
+        "") extra="" ;; \
+        ceph) extra="nfs-ganesha-ceph ceph-common" ;; \
+        *) echo "unknown VARIANT=$VARIANT (want empty or ceph)" >&2; exit 1 ;; \
+    esac \
+    && printf '%s\n' \
         'path-exclude /usr/share/doc/*' \
         'path-include /usr/share/doc/*/copyright' \
         'path-exclude /usr/share/man/*' \
@@ -53,6 +62,7 @@ RUN printf '%s\n' \
         netbase \
         xfsprogs \
         e2fsprogs \
+        $extra \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt/* /var/log/dpkg.log
 # After the package layer: a new revision must not rebuild it (build

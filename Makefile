@@ -1,7 +1,7 @@
 # Every target works on a fresh Debian/Ubuntu machine with Go installed.
 #   make demo            the whole system on this machine, then everything stopped
 #   make demo KEEP=1     the same, left running; make demo-stop stops it
-#   make image           the container image (podman or buildah; IMAGE=... names it)
+#   make image           the container image (podman or buildah; IMAGE=... names it; IMAGE_VARIANT=ceph adds CephFS)
 #   make test-image      run that image as Kubernetes' storage e2e suite does
 #   make deps test test-image demo   install what is missing, run every test, then the demo (CI)
 
@@ -13,6 +13,8 @@ GO ?= go
 TEST_FLAGS ?= -count=1 -timeout 60m -p 1
 BENCH_FLAGS ?= -run '^$$' -benchtime 1x -timeout 60m
 IMAGE ?= localhost/nfs-provisioner:dev
+# IMAGE_VARIANT=ceph adds CephFS volumes (ceph-common, nfs-ganesha-ceph).
+IMAGE_VARIANT ?=
 
 .PHONY: all build build-arm64 deps controlplane test test-unit test-image image lint bench demo demo-stop clean
 
@@ -61,7 +63,7 @@ bench:
 # base images locally where no registry answers, and the podman settings
 # machines like CI's VM need.
 image:
-	hack/image.sh $(IMAGE)
+	VARIANT=$(IMAGE_VARIANT) hack/image.sh $(IMAGE)
 
 # test-image: the built image run as the storage e2e suite runs the upstream
 # one, against the test control plane (test/image, build tag "image").

@@ -20,6 +20,7 @@
 #
 # Environment: ARCH=arm64 builds for another platform (needs qemu-user-static
 # with binfmt_misc for the Dockerfile's RUN steps of the final stage).
+# VARIANT=ceph builds the variant with CephFS support (the Dockerfile's VARIANT).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -161,7 +162,7 @@ build() {
 	start=$(date +%s)
 	# --pull=never: the bases are present by now, pulled or made.
 	"$(engine)" build --pull=never "${platform[@]}" \
-		--build-arg VERSION="$version" --build-arg REVISION="$revision" \
+		--build-arg VERSION="$version" --build-arg REVISION="$revision" --build-arg VARIANT="${VARIANT:-}" \
 		-t "$image" -f "$root/Dockerfile" "$root"
 	log "built $image in $(($(date +%s) - start)) s"
 }

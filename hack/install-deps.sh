@@ -19,6 +19,8 @@ if [ ${#packages[@]} -eq 0 ]; then
 		prometheus                                        # metrics e2e and promtool (alert rules)
 		openssl util-linux procps iproute2 curl           # harness helpers (setpriv, ss)
 		mariadb-server mariadb-client mariadb-backup socat # test/mysql
+		ceph-mon ceph-mgr ceph-osd ceph-mds ceph-common   # test/framework/cephbed: a single-node Ceph
+		ceph-fuse nfs-ganesha-ceph nfs-ganesha-rados-grace # CephFS checks, FSAL_CEPH, rados recovery
 	)
 fi
 

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +46,8 @@ type options struct {
 
 	usageScanInterval time.Duration
 	usageScanRate     int
+
+	cephConf, cephKeyring, cephUser, cephFS, cephGroup string
 }
 
 func (o *options) register(fs *flag.FlagSet) {
@@ -77,6 +80,12 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.DurationVar(&o.deletionTimeout, "deletion-timeout", 5*time.Minute, "Longest one Delete call may take; the library retries after it.")
 	fs.DurationVar(&o.usageScanInterval, "volume-usage-scan-interval", 5*time.Minute, "Pause between walks of directory volumes for nfs_provisioner_volume_used_bytes; a value is at most this plus one walk old. 0 turns the walk off (no used-bytes series for directory volumes).")
 	fs.IntVar(&o.usageScanRate, "volume-usage-scan-rate", 2000, "Most files per second the directory usage walk looks at.")
+
+	fs.StringVar(&o.cephConf, "ceph-conf", "", "ceph.conf of the Ceph cluster CephFS volumes (fsType: cephfs) are made in; empty: no CephFS volumes. Needs the image variant with Ceph.")
+	fs.StringVar(&o.cephKeyring, "ceph-keyring", "", "Keyring of -ceph-user; default: what -ceph-conf says.")
+	fs.StringVar(&o.cephUser, "ceph-user", "admin", "cephx id (without \"client.\") the provisioner manages CephFS volumes as; docs/volume-kinds.md lists the caps it needs.")
+	fs.StringVar(&o.cephFS, "ceph-fs", "cephfs", "The CephFS volumes are made in.")
+	fs.StringVar(&o.cephGroup, "ceph-subvolume-group", "nfs-provisioner", "Subvolume group of this store's volumes, and the prefix of their cephx ids; one per store sharing a cluster.")
 }
 
 // validate checks the flags together and fills in the derived fields.
@@ -126,6 +135,9 @@ func (o *options) validate() error {
 	}
 	if o.usageScanInterval < 0 || o.usageScanRate < 1 {
 		return fmt.Errorf("-volume-usage-scan-interval=%v must not be negative and -volume-usage-scan-rate=%d must be at least 1", o.usageScanInterval, o.usageScanRate)
+	}
+	if o.cephConf != "" && !filepath.IsAbs(o.cephConf) || o.cephKeyring != "" && !filepath.IsAbs(o.cephKeyring) {
+		return fmt.Errorf("-ceph-conf=%q and -ceph-keyring=%q must be absolute paths", o.cephConf, o.cephKeyring)
 	}
 	if o.threads < 1 {
 		return fmt.Errorf("-worker-threads=%d: want at least 1", o.threads)

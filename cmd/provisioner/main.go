@@ -37,6 +37,7 @@ import (
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/health"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage/cephfs"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage/directory"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage/fsimage"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
@@ -91,6 +92,11 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	backends = append(backends, images)
+	ceph, err := cephfs.New(cephfs.Options{Conf: o.cephConf, Keyring: o.cephKeyring, User: o.cephUser, Filesystem: o.cephFS, Group: o.cephGroup})
+	if err != nil {
+		return err
+	}
+	backends = append(backends, ceph)
 	logVolumeKinds(ctx, backends, dirs.Root())
 	// Filesystem volumes that were open are mounted again before ganesha
 	// serves their exports.
@@ -102,7 +108,7 @@ func run(ctx context.Context, o *options) error {
 
 	// The data plane: serves what the store says, before anything else.
 	obs := newObservability()
-	exporter, alive, stopServer, err := startNFS(ctx, o, state.Dir(), obs)
+	exporter, alive, stopServer, err := startNFS(ctx, o, state.Dir(), ceph.Conf(), obs)
 	if err != nil {
 		return err
 	}
@@ -292,7 +298,7 @@ func logVolumeKinds(ctx context.Context, backends []storage.Backend, root string
 // startNFS starts the embedded ganesha, or with -run-server=false connects to
 // one managed elsewhere. It returns the export manager, a liveness check and
 // a stop function.
-func startNFS(ctx context.Context, o *options, stateDir string, obs *observability) (volume.Exporter, health.Check, func(), error) {
+func startNFS(ctx context.Context, o *options, stateDir, cephConf string, obs *observability) (volume.Exporter, health.Check, func(), error) {
 	ganeshaDir := filepath.Join(stateDir, "ganesha")
 	if !o.runServer {
 		bus := os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
@@ -317,6 +323,7 @@ func startNFS(ctx context.Context, o *options, stateDir string, obs *observabili
 		MountdPort:  o.mountdPort,
 		NFSv3:       o.useNFSv3,
 		GracePeriod: o.gracePeriod,
+		CephConf:    cephConf,
 	}))
 	if err != nil {
 		return nil, nil, nil, err

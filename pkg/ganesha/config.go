@@ -38,9 +38,18 @@ func renderExport(e Export) []byte {
 		fmt.Fprintf(&b, "\t\tSquash = %s;\n", n.Squash)
 		b.WriteString("\t}\n")
 	}
-	b.WriteString("\tFSAL {\n\t\tName = VFS;\n\t}\n")
+	b.WriteString(renderFSAL(n.FSAL))
 	b.WriteString("}\n")
 	return []byte(b.String())
+}
+
+// renderFSAL renders an export's FSAL block; f is normalised and valid.
+func renderFSAL(f FSAL) string {
+	if f.Name != FSALCeph {
+		return "\tFSAL {\n\t\tName = VFS;\n\t}\n"
+	}
+	return fmt.Sprintf("\tFSAL {\n\t\tName = CEPH;\n\t\tFilesystem = %s;\n\t\tUser_Id = %s;\n\t\tSecret_Access_Key = %s;\n\t}\n",
+		quote(f.Filesystem), quote(f.UserID), quote(f.Secret))
 }
 
 // quote wraps a validated value in double quotes. No escaping: validation
@@ -67,6 +76,7 @@ type mainConfig struct {
 	LogLevel       string
 	ExportsInclude string // absolute path of exports.conf
 	SentinelPath   string // an empty directory, exported first to nobody; "" for none
+	CephConf       string // the ceph.conf FSAL_CEPH reads; "" for none
 }
 
 func (c mainConfig) protocols() string {
@@ -90,6 +100,11 @@ func (c mainConfig) validate() error {
 	}
 	if c.SentinelPath != "" {
 		if err := sentinelExport(c.SentinelPath).validate(); err != nil {
+			return err
+		}
+	}
+	if c.CephConf != "" {
+		if err := validateDir("ceph conf", c.CephConf); err != nil {
 			return err
 		}
 	}
@@ -150,6 +165,11 @@ func renderMain(c mainConfig) []byte {
 	b.WriteString("\tAnonymous_uid = 65534;\n\tAnonymous_gid = 65534;\n")
 	b.WriteString("}\n")
 	fmt.Fprintf(&b, "LOG {\n\tDefault_Log_Level = %s;\n}\n", c.LogLevel)
+	if c.CephConf != "" {
+		// The cluster every CEPH export is in; its exports bring their own
+		// cephx users and keys.
+		fmt.Fprintf(&b, "CEPH {\n\tCeph_Conf = %s;\n}\n", quote(c.CephConf))
+	}
 	if c.SentinelPath != "" {
 		// First, before every volume's export: see SentinelExportID.
 		b.Write(renderExport(sentinelExport(c.SentinelPath)))

@@ -37,13 +37,44 @@ var ErrInvalid = errors.New("invalid export")
 // Export is one NFS export of a directory.
 type Export struct {
 	ID        uint16     // Export_Id, 1..65535
-	Path      string     // absolute directory on the server
+	Path      string     // absolute directory on the server, or in the CephFS of FSAL
 	Pseudo    string     // NFSv4 pseudo path; also the NFSv3 mount path (mount_path_pseudo = true)
 	Access    AccessType // AccessRW (default when empty) or AccessRO
 	Squash    Squash     // default RootSquash when empty
 	Clients   []string   // rendered as a CLIENT block; empty or ["*"] means everyone
 	SecType   []string   // default ["sys"]
 	Protocols []int      // empty: the server's protocols (EXPORT_DEFAULTS)
+	FSAL      FSAL       // zero value: VFS, a directory on this node
+}
+
+// FSAL names ganesha's backend of an export. The zero value (or Name VFS)
+// serves a directory on this node. CEPH serves a path inside a CephFS,
+// mounted by ganesha's libcephfs as cephx user UserID with key Secret: the
+// MDS then confines every request to what that user's caps allow, whatever
+// file handle a client sends.
+type FSAL struct {
+	Name       string // "", FSALVFS or FSALCeph
+	UserID     string // CEPH: cephx id without "client."
+	Secret     string // CEPH: cephx key; in root-only files only, never logged
+	Filesystem string // CEPH: name of the CephFS
+}
+
+// FSAL names.
+const (
+	FSALVFS  = "VFS"
+	FSALCeph = "CEPH"
+)
+
+// Local reports whether the export serves a directory of this node, which
+// must exist for ganesha to serve it.
+func (e Export) Local() bool { return e.FSAL.Name == "" || e.FSAL.Name == FSALVFS }
+
+// String names the FSAL for logs and errors; never the secret.
+func (f FSAL) String() string {
+	if f.Name == "" || f.Name == FSALVFS {
+		return FSALVFS
+	}
+	return fmt.Sprintf("%s fs=%s user=%s", f.Name, f.Filesystem, f.UserID)
 }
 
 // filesystemIDMajor is the fixed major half of every Filesystem_Id we render.
@@ -81,6 +112,9 @@ func (e Export) Normalized() Export {
 		n.Protocols = nil
 	} else {
 		n.Protocols = slices.Clone(n.Protocols)
+	}
+	if n.FSAL.Name == "" {
+		n.FSAL.Name = FSALVFS
 	}
 	return n
 }
@@ -146,6 +180,9 @@ func (n Export) validate() error {
 	if err := validateProtocols(n.Protocols); err != nil {
 		errs = append(errs, err)
 	}
+	if err := validateFSAL(n.FSAL); err != nil {
+		errs = append(errs, err)
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w %d %q: %w", ErrInvalid, e.ID, e.Path, errors.Join(errs...))
 	}
@@ -157,7 +194,7 @@ func (n Export) validate() error {
 func (e Export) Equal(o Export) bool {
 	a, b := e.Normalized(), o.Normalized()
 	return a.ID == b.ID && a.Path == b.Path && a.Pseudo == b.Pseudo &&
-		a.Access == b.Access && a.Squash == b.Squash &&
+		a.Access == b.Access && a.Squash == b.Squash && a.FSAL == b.FSAL &&
 		sameSet(a.Clients, b.Clients) && sameSet(a.SecType, b.SecType) && sameSet(a.Protocols, b.Protocols)
 }
 
@@ -172,7 +209,11 @@ func (e Export) String() string {
 	if len(n.Protocols) > 0 {
 		fmt.Fprintf(&b, ", protocols %v", n.Protocols)
 	}
-	fmt.Fprintf(&b, ", sec %s)", strings.Join(n.SecType, ","))
+	fmt.Fprintf(&b, ", sec %s", strings.Join(n.SecType, ","))
+	if !n.Local() {
+		fmt.Fprintf(&b, ", fsal %s", n.FSAL)
+	}
+	b.WriteString(")")
 	return b.String()
 }
 

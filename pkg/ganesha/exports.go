@@ -132,9 +132,12 @@ func (m *ExportManager) writeIncludesLocked() error {
 		// An export whose directory is gone (a filesystem volume that could
 		// not be mounted again) is left out until it is back: ganesha would
 		// refuse to start, or serve the empty mount point's filesystem.
-		if _, err := os.Lstat(m.known[id].Path); err != nil {
-			klog.ErrorS(err, "Not serving an export whose directory is missing; its file is kept", "exportID", id, "path", m.known[id].Path)
-			continue
+		// A CephFS export's path is in the cluster, not here.
+		if k := m.known[id]; k.Local() {
+			if _, err := os.Lstat(k.Path); err != nil {
+				klog.ErrorS(err, "Not serving an export whose directory is missing; its file is kept", "exportID", id, "path", k.Path)
+				continue
+			}
 		}
 		files = append(files, m.fileOf(id))
 	}
@@ -243,7 +246,9 @@ func (m *ExportManager) Update(ctx context.Context, e Export) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old, ok := m.known[e.ID]
-	if !ok || old.Path != e.Path || old.Pseudo != e.Pseudo {
+	// ganesha keeps an export's FSAL (and its CephFS mount) for the
+	// export's life: another user or key needs the export added again.
+	if !ok || old.Path != e.Path || old.Pseudo != e.Pseudo || old.FSAL != e.FSAL {
 		return fmt.Errorf("export %d: %w", e.ID, ErrUnsupported)
 	}
 	if old.Equal(e) {

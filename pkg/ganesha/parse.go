@@ -287,11 +287,11 @@ func exportFromConfig(data []byte) (Export, error) {
 	for _, sub := range blk.Blocks {
 		switch sub.Name {
 		case "FSAL":
-			if haveFSAL || len(sub.Blocks) > 0 || len(sub.Params) != 1 || sub.Params[0].Key != "Name" {
-				return Export{}, errors.New("FSAL block: want only Name = VFS")
+			if haveFSAL {
+				return Export{}, errors.New("two FSAL blocks")
 			}
-			if v, err := oneBare(sub.Params[0]); err != nil || v != "VFS" {
-				return Export{}, errors.New("FSAL block: want Name = VFS")
+			if e.FSAL, err = fsalFromConfig(sub); err != nil {
+				return Export{}, err
 			}
 			haveFSAL = true
 		case "CLIENT":
@@ -320,6 +320,47 @@ func exportFromConfig(data []byte) (Export, error) {
 		return Export{}, err
 	}
 	return e, nil
+}
+
+// fsalFromConfig reads the FSAL block renderFSAL writes: Name = VFS alone,
+// or Name = CEPH with Filesystem, User_Id and Secret_Access_Key, quoted.
+func fsalFromConfig(b *confBlock) (FSAL, error) {
+	if len(b.Blocks) > 0 || len(b.Params) == 0 || b.Params[0].Key != "Name" {
+		return FSAL{}, errors.New("FSAL block: want Name first and no sub-blocks")
+	}
+	name, err := oneBare(b.Params[0])
+	if err != nil {
+		return FSAL{}, fmt.Errorf("FSAL block: %w", err)
+	}
+	switch name {
+	case FSALVFS:
+		if len(b.Params) != 1 {
+			return FSAL{}, errors.New("FSAL block: want only Name = VFS")
+		}
+		return FSAL{Name: FSALVFS}, nil
+	case FSALCeph:
+	default:
+		return FSAL{}, fmt.Errorf("FSAL block: Name %s: want VFS or CEPH", name)
+	}
+	f := FSAL{Name: FSALCeph}
+	fields := map[string]*string{"Filesystem": &f.Filesystem, "User_Id": &f.UserID, "Secret_Access_Key": &f.Secret}
+	for _, prm := range b.Params[1:] {
+		dst, ok := fields[prm.Key]
+		if !ok {
+			return FSAL{}, fmt.Errorf("FSAL block: unexpected parameter %s", prm.Key)
+		}
+		if *dst != "" {
+			return FSAL{}, fmt.Errorf("FSAL block: %s given twice", prm.Key)
+		}
+		if len(prm.Values) != 1 || !prm.Values[0].Quoted || prm.Values[0].Text == "" {
+			return FSAL{}, fmt.Errorf("FSAL block: %s: want one quoted value", prm.Key)
+		}
+		*dst = prm.Values[0].Text
+	}
+	if f.Filesystem == "" || f.UserID == "" || f.Secret == "" {
+		return FSAL{}, errors.New("FSAL block: CEPH wants Filesystem, User_Id and Secret_Access_Key")
+	}
+	return f, nil
 }
 
 func clientFromConfig(b *confBlock, e *Export) error {

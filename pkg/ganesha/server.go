@@ -32,6 +32,9 @@ type Config struct {
 	// than a non-zero GracePeriod.
 	LeaseLifetime int
 	LogLevel      string // ganesha log level (EVENT, INFO, DEBUG, ...); default EVENT
+	// CephConf is the ceph.conf of the cluster CephFS exports (FSAL CEPH)
+	// are in; empty: no CephFS exports. Needs nfs-ganesha-ceph.
+	CephConf string
 
 	// Binaries; empty means PATH (plus /usr/sbin, /sbin).
 	GaneshaPath        string
@@ -171,6 +174,7 @@ func NewServer(cfg Config) (*Server, error) {
 		BindAddress: cfg.BindAddress, NFSPort: cfg.NFSPort, MountdPort: cfg.MountdPort, NFSv3: cfg.NFSv3,
 		GracePeriod: cfg.GracePeriod, LeaseLifetime: cfg.LeaseLifetime, RecoveryRoot: s.paths.recovery,
 		LogLevel: cfg.LogLevel, ExportsInclude: s.paths.includes, SentinelPath: s.paths.sentinel,
+		CephConf: cfg.CephConf,
 	}
 	if err := s.main.validate(); err != nil {
 		errs = append(errs, err)
@@ -183,6 +187,11 @@ func NewServer(cfg Config) (*Server, error) {
 		// ganesha named in GaneshaPath may be built elsewhere; not checked.
 		if _, err := findVFSPlugin(vfsPluginGlobs); err != nil {
 			errs = append(errs, err)
+		}
+		if cfg.CephConf != "" {
+			if _, err := findPlugin(cephPluginGlobs, "libfsalceph.so", "nfs-ganesha-ceph"); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if s.bins.dbus, err = lookBinary(cfg.DBusDaemonPath, "dbus-daemon"); err != nil {

@@ -1,6 +1,7 @@
 package ganesha
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"path"
@@ -129,4 +130,52 @@ func validateProtocols(p []int) error {
 		}
 	}
 	return nil
+}
+
+// validateFSAL checks an export's FSAL. CEPH values are rendered quoted; they
+// are held to the characters Ceph itself allows (names: [A-Za-z0-9._-];
+// keys: base64), so nothing in them can end a value or open a block.
+func validateFSAL(f FSAL) error {
+	switch f.Name {
+	case "", FSALVFS:
+		if f.UserID != "" || f.Secret != "" || f.Filesystem != "" {
+			return errors.New("FSAL VFS takes no user, secret or filesystem")
+		}
+		return nil
+	case FSALCeph:
+	default:
+		return fmt.Errorf("FSAL %q: want %s or %s", f.Name, FSALVFS, FSALCeph)
+	}
+	var errs []error
+	if err := checkToken("CEPH user", f.UserID, 1024, isNameByte); err != nil {
+		errs = append(errs, err)
+	}
+	if err := checkToken("CEPH filesystem", f.Filesystem, 255, isNameByte); err != nil {
+		errs = append(errs, err)
+	}
+	// The key is never quoted into an error: only where it is wrong.
+	if err := checkToken("CEPH secret", f.Secret, 1024, isBase64Byte); err != nil {
+		errs = append(errs, errors.New("CEPH secret is empty, too long, or not base64"))
+	}
+	return errors.Join(errs...)
+}
+
+func checkToken(field, s string, maxLen int, ok func(byte) bool) error {
+	if s == "" || len(s) > maxLen {
+		return fmt.Errorf("%s is empty or longer than %d bytes", field, maxLen)
+	}
+	for i := 0; i < len(s); i++ {
+		if !ok(s[i]) {
+			return fmt.Errorf("%s %q: character %q at %d is not allowed", field, s, s[i], i)
+		}
+	}
+	return nil
+}
+
+func isNameByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_'
+}
+
+func isBase64Byte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '='
 }

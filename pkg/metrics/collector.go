@@ -170,7 +170,8 @@ func (c *collector) used(v *volume.VolumeInfo) (int64, bool) {
 		}
 		return c.scan.get(v.PV)
 	}
-	if v.Path == "" {
+	// A CephFS volume's path is in the cluster, not on this node.
+	if v.Path == "" || v.Kind == storage.CephFS {
 		return 0, false
 	}
 	var st unix.Statfs_t

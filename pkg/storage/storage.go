@@ -1,6 +1,6 @@
 // Package storage is the seam between pkg/volume, which decides what volumes
 // exist, and the backends, which keep them: a directory in the store, a
-// filesystem image on a loop device, or (later) a CephFS subvolume.
+// filesystem image on a loop device, or a CephFS subvolume.
 //
 // A backend is mechanical. It never decides that a volume should go: it
 // creates, opens, closes, removes, archives, grows and clones exactly the
@@ -32,6 +32,10 @@ const (
 	// loop device and mounted: a filesystem of their own, with an enforced size.
 	XFS  Kind = "xfs"
 	Ext4 Kind = "ext4"
+	// CephFS volumes are subvolumes of a CephFS the user already runs, each
+	// with a quota and a cephx identity confined to it, served by ganesha's
+	// FSAL_CEPH: nothing of them is on this node.
+	CephFS Kind = "cephfs"
 )
 
 // Spec is what a new volume must be.
@@ -54,10 +58,38 @@ type Volume struct {
 	Name string
 	Kind Kind
 	// Path is the absolute path ganesha exports: the volume's root directory
-	// (for a filesystem volume, the root of its mounted filesystem).
+	// (for a filesystem volume, the root of its mounted filesystem; for a
+	// CephFS volume, its path inside the CephFS named in FSAL).
 	Path string
 	// Size is the most the volume can hold, in bytes; 0 when not enforced.
 	Size int64
+	// FSAL says how ganesha reaches Path. The zero value is a local
+	// directory (ganesha's FSAL_VFS).
+	FSAL FSAL
+}
+
+// FSAL names the ganesha backend that serves a volume and what it needs to
+// reach it. The zero value is FSAL_VFS: Path is a directory on this node.
+type FSAL struct {
+	// Name is "" (a local directory) or "CEPH".
+	Name string
+	// User is the cephx identity ganesha mounts the volume as, without the
+	// "client." prefix; Secret is its key. The key is a credential: it is
+	// written only to root-only files and never logged.
+	User, Secret string
+	// Filesystem is the CephFS the volume is in.
+	Filesystem string
+}
+
+// FSALCeph is FSAL.Name of CephFS volumes.
+const FSALCeph = "CEPH"
+
+// String names the FSAL for logs, without the secret.
+func (f FSAL) String() string {
+	if f.Name == "" {
+		return "VFS"
+	}
+	return f.Name + "(fs=" + f.Filesystem + ",user=" + f.User + ")"
 }
 
 // Usage is how much of the store volumes take or may take.

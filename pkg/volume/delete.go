@@ -191,10 +191,10 @@ func (p *Provisioner) volumeOf(pv *v1.PersistentVolume) (v pvVolume, problems []
 	v.kind = storage.Directory
 	if s, ok := a[AnnKind]; ok {
 		switch k := storage.Kind(s); k {
-		case storage.Directory, storage.XFS, storage.Ext4:
+		case storage.Directory, storage.XFS, storage.Ext4, storage.CephFS:
 			v.kind = k
 		default:
-			return pvVolume{}, nil, fmt.Errorf("PV %s: annotation %s=%q is not a volume kind this release knows (directory, xfs, ext4)", pv.Name, AnnKind, s)
+			return pvVolume{}, nil, fmt.Errorf("PV %s: annotation %s=%q is not a volume kind this release knows (directory, xfs, ext4, cephfs)", pv.Name, AnnKind, s)
 		}
 	}
 	if id, err := strconv.ParseUint(a[AnnExportID], 10, 16); err != nil || id == 0 {

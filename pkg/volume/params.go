@@ -20,7 +20,7 @@ const (
 	ParamRootSquash   = "rootSquash"   // "true": map client root to nobody (default false)
 	ParamOnDelete     = "onDelete"     // delete | retain | archive (default delete)
 	ParamMountOptions = "mountOptions" // legacy comma list, added to the class's mountOptions
-	ParamFSType       = "fsType"       // xfs or ext4: a filesystem of its own per volume; absent: a directory
+	ParamFSType       = "fsType"       // xfs or ext4: a filesystem of its own per volume; cephfs: a CephFS subvolume; absent: a directory
 )
 
 // OnDelete says what happens to a volume's data when its PV is deleted.
@@ -131,10 +131,10 @@ func parseOnDelete(s string) (OnDelete, error) {
 
 func parseFSType(s string) (storage.Kind, error) {
 	switch k := storage.Kind(strings.ToLower(s)); k {
-	case storage.XFS, storage.Ext4:
+	case storage.XFS, storage.Ext4, storage.CephFS:
 		return k, nil
 	}
-	return "", fmt.Errorf("want %s or %s (leave fsType out for a directory volume)", storage.XFS, storage.Ext4)
+	return "", fmt.Errorf("want %s, %s or %s (leave fsType out for a directory volume)", storage.XFS, storage.Ext4, storage.CephFS)
 }
 
 func parseMountOptions(s string) ([]string, error) {

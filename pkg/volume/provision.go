@@ -269,7 +269,16 @@ func (p *Provisioner) exportFor(v storage.Volume, id uint16, rootSquash bool) (g
 		Access:  ganesha.AccessRW,
 		Squash:  squash,
 		Clients: p.opts.Clients,
+		FSAL:    exportFSAL(v.FSAL),
 	}, nil
+}
+
+// exportFSAL is how ganesha reaches a volume the backend describes.
+func exportFSAL(f storage.FSAL) ganesha.FSAL {
+	if f.Name == "" {
+		return ganesha.FSAL{}
+	}
+	return ganesha.FSAL{Name: f.Name, UserID: f.User, Secret: f.Secret, Filesystem: f.Filesystem}
 }
 
 // checkRequest rejects what this provisioner cannot honour, with a message

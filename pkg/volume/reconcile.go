@@ -459,10 +459,16 @@ func (p *Provisioner) collectLeftovers(ctx context.Context, named map[string][]o
 	logger := klog.FromContext(ctx)
 	var lines []string
 	seen := map[string]bool{}
+	listed := true
 	for kind, b := range p.backends {
 		names, err := b.List(ctx)
 		if err != nil {
-			return err
+			// A remote store (a Ceph cluster) that does not answer must not
+			// stop provisioning of the other kinds; its volumes are neither
+			// listed nor reaped this pass.
+			logger.Error(err, "Could not list the volumes of a backend; its leftovers are not reported this pass and nothing is reaped", "kind", kind)
+			listed = false
+			continue
 		}
 		for _, name := range names {
 			if seen[name] {
@@ -497,12 +503,17 @@ func (p *Provisioner) collectLeftovers(ctx context.Context, named map[string][]o
 			res.Leftovers++
 		}
 	}
-	// Records of provisions that died before making anything.
+	// Records of provisions that died before making anything; only when
+	// every backend was listed, or a volume of one that was not would look
+	// unmade.
 	recorded, err := p.opts.State.Owners()
 	if err != nil {
 		return err
 	}
 	for _, name := range recorded {
+		if !listed {
+			break
+		}
 		if seen[name] {
 			continue
 		}
