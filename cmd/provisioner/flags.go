@@ -48,6 +48,8 @@ type options struct {
 	usageScanRate     int
 
 	cephConf, cephKeyring, cephUser, cephFS, cephGroup string
+
+	failover failoverOptions
 }
 
 func (o *options) register(fs *flag.FlagSet) {
@@ -85,6 +87,7 @@ func (o *options) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.cephKeyring, "ceph-keyring", "", "Keyring of -ceph-user; default: what -ceph-conf says.")
 	fs.StringVar(&o.cephUser, "ceph-user", "admin", "cephx id (without \"client.\") the provisioner manages CephFS volumes as; docs/volume-kinds.md lists the caps it needs.")
 	fs.StringVar(&o.cephFS, "ceph-fs", "cephfs", "The CephFS volumes are made in.")
+	o.failover.register(fs)
 	fs.StringVar(&o.cephGroup, "ceph-subvolume-group", "nfs-provisioner", "Subvolume group of this store's volumes, and the prefix of their cephx ids; one per store sharing a cluster.")
 }
 
@@ -138,6 +141,9 @@ func (o *options) validate() error {
 	}
 	if o.cephConf != "" && !filepath.IsAbs(o.cephConf) || o.cephKeyring != "" && !filepath.IsAbs(o.cephKeyring) {
 		return fmt.Errorf("-ceph-conf=%q and -ceph-keyring=%q must be absolute paths", o.cephConf, o.cephKeyring)
+	}
+	if err := o.failover.validate(o); err != nil {
+		return err
 	}
 	if o.threads < 1 {
 		return fmt.Errorf("-worker-threads=%d: want at least 1", o.threads)

@@ -24,15 +24,9 @@ import (
 // Lease name and timings are the library's, so upgrades across the two
 // styles keep one lock.
 func runElected(ctx context.Context, client kubernetes.Interface, name, namespace string, lead func(context.Context)) error {
-	host, err := os.Hostname()
+	lock, err := newLeaseLock(client, name, namespace)
 	if err != nil {
-		return fmt.Errorf("leader election identity: %w", err)
-	}
-	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, namespace, strings.ReplaceAll(name, "/", "-"),
-		client.CoreV1(), client.CoordinationV1(),
-		resourcelock.ResourceLockConfig{Identity: host + "_" + string(uuid.NewUUID())})
-	if err != nil {
-		return fmt.Errorf("leader election lock: %w", err)
+		return err
 	}
 	logger := klog.FromContext(ctx)
 	ctx, cancel := context.WithCancel(ctx)
@@ -56,4 +50,20 @@ func runElected(ctx context.Context, client kubernetes.Interface, name, namespac
 		},
 	})
 	return nil
+}
+
+// newLeaseLock is the Lease of provisioner name in namespace, held under a
+// new identity: the host name and a UUID.
+func newLeaseLock(client kubernetes.Interface, name, namespace string) (resourcelock.Interface, error) {
+	host, err := os.Hostname()
+	if err != nil {
+		return nil, fmt.Errorf("leader election identity: %w", err)
+	}
+	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, namespace, strings.ReplaceAll(name, "/", "-"),
+		client.CoreV1(), client.CoordinationV1(),
+		resourcelock.ResourceLockConfig{Identity: host + "_" + string(uuid.NewUUID())})
+	if err != nil {
+		return nil, fmt.Errorf("leader election lock: %w", err)
+	}
+	return lock, nil
 }

@@ -64,6 +64,15 @@ func run(ctx context.Context, o *options) error {
 	if err := o.validate(); err != nil {
 		return err
 	}
+	if o.failover.enabled {
+		return runFailover(ctx, o)
+	}
+	return serve(ctx, o, nil)
+}
+
+// serve runs the store: its NFS server, then provisioning. t is nil for a
+// single store, and the term of the active replica with -failover.
+func serve(ctx context.Context, o *options, t *term) error {
 	logger := klog.FromContext(ctx)
 
 	// The store, its lock and its volumes: local, no API server needed.
@@ -97,6 +106,11 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	backends = append(backends, ceph)
+	if t != nil {
+		// The state is on CephFS and moves between replicas; only CephFS
+		// volumes move with it.
+		backends = []storage.Backend{ceph}
+	}
 	logVolumeKinds(ctx, backends, dirs.Root())
 	// Filesystem volumes that were open are mounted again before ganesha
 	// serves their exports.
@@ -107,14 +121,31 @@ func run(ctx context.Context, o *options) error {
 	}
 
 	// The data plane: serves what the store says, before anything else.
+	// Failover: the API server is there (the Lease was won through it), and
+	// ganesha's node ID is the store's identity, so that comes first.
+	var client kubernetes.Interface
+	var identity string
+	var failoverCfg ganesha.Config
 	obs := newObservability()
-	exporter, alive, stopServer, err := startNFS(ctx, o, state.Dir(), ceph.Conf(), obs)
+	if t != nil {
+		obs, client = t.obs, t.client
+		if identity, err = untilAPI(ctx, "resolve the store's identity", func(ctx context.Context) (string, error) {
+			return volume.ResolveIdentity(ctx, state, client, backends)
+		}); err != nil {
+			return err
+		}
+		failoverCfg = t.ganeshaFailover(o, identity)
+	}
+	exporter, alive, stopServer, err := startNFS(ctx, o, state.Dir(), ceph.Conf(), failoverCfg, obs)
 	if err != nil {
 		return err
 	}
 	defer stopServer()
 
-	if o.httpAddress != "" {
+	if t != nil {
+		t.gate.serving(alive)
+		logger.Info("Took over: serving", "takeover", time.Since(t.started), "identity", identity)
+	} else if o.httpAddress != "" {
 		// Ready means NFS is served: a Service routes clients to ready pods
 		// only, so readiness must not wait for the API server.
 		if err := health.Serve(ctx, o.httpAddress, obs.handler([]health.Check{alive}, []health.Check{alive})); err != nil {
@@ -123,15 +154,15 @@ func run(ctx context.Context, o *options) error {
 	}
 
 	// The control plane: waits for the API server as long as it takes.
-	client, err := kubeClient(o)
-	if err != nil {
-		return err
-	}
-	identity, err := untilAPI(ctx, "resolve the store's identity", func(ctx context.Context) (string, error) {
-		return volume.ResolveIdentity(ctx, state, client, backends)
-	})
-	if err != nil {
-		return err
+	if t == nil {
+		if client, err = kubeClient(o); err != nil {
+			return err
+		}
+		if identity, err = untilAPI(ctx, "resolve the store's identity", func(ctx context.Context) (string, error) {
+			return volume.ResolveIdentity(ctx, state, client, backends)
+		}); err != nil {
+			return err
+		}
 	}
 	server, err := untilAPI(ctx, "find the NFS server address for PVs", func(ctx context.Context) (string, error) {
 		return volume.ServerAddress(ctx, client, volume.ServerAddressSource{
@@ -205,7 +236,7 @@ func run(ctx context.Context, o *options) error {
 			controller.FailedProvisionThreshold(10),
 		)...)
 	}
-	if !o.leaderElect {
+	if !o.leaderElect || t != nil { // a failover replica serves only while it leads
 		newController(informers).Run(ctx)
 	} else {
 		// Losing the lease pauses provisioning, never NFS service: ganesha
@@ -298,7 +329,7 @@ func logVolumeKinds(ctx context.Context, backends []storage.Backend, root string
 // startNFS starts the embedded ganesha, or with -run-server=false connects to
 // one managed elsewhere. It returns the export manager, a liveness check and
 // a stop function.
-func startNFS(ctx context.Context, o *options, stateDir, cephConf string, obs *observability) (volume.Exporter, health.Check, func(), error) {
+func startNFS(ctx context.Context, o *options, stateDir, cephConf string, failoverCfg ganesha.Config, obs *observability) (volume.Exporter, health.Check, func(), error) {
 	ganeshaDir := filepath.Join(stateDir, "ganesha")
 	if !o.runServer {
 		bus := os.Getenv("DBUS_SYSTEM_BUS_ADDRESS")
@@ -324,6 +355,8 @@ func startNFS(ctx context.Context, o *options, stateDir, cephConf string, obs *o
 		NFSv3:       o.useNFSv3,
 		GracePeriod: o.gracePeriod,
 		CephConf:    cephConf,
+		Recovery:    failoverCfg.Recovery,
+		ServerScope: failoverCfg.ServerScope,
 	}))
 	if err != nil {
 		return nil, nil, nil, err

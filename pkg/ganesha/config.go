@@ -77,6 +77,25 @@ type mainConfig struct {
 	ExportsInclude string // absolute path of exports.conf
 	SentinelPath   string // an empty directory, exported first to nobody; "" for none
 	CephConf       string // the ceph.conf FSAL_CEPH reads; "" for none
+	// Recovery, when set, keeps NFSv4 client records in RADOS (rados_ng)
+	// instead of RecoveryRoot, under a pinned node ID: see RADOSRecovery.
+	Recovery *RADOSRecovery
+	// ServerScope pins Server_Scope and Server_Owner; "" leaves ganesha's
+	// default (the host name).
+	ServerScope string
+}
+
+// RADOSRecovery is ganesha's rados_ng recovery backend. Two servers that
+// present the same server one after the other (active/passive) must share
+// it, with the same NodeID: the NodeID also names the CephFS sessions of
+// every export ("ganesha-<NodeID>-<export ID>"), so that the successor's
+// FSAL_CEPH resets (evicts) its predecessor's sessions as it starts.
+type RADOSRecovery struct {
+	CephConf  string // ceph.conf; its keyring setting must cover UserID
+	UserID    string // cephx id, without "client."
+	Pool      string // RADOS pool, e.g. nfs-ganesha
+	Namespace string // RADOS namespace: one per store
+	NodeID    string // pinned node ID: one per store
 }
 
 func (c mainConfig) protocols() string {
@@ -105,6 +124,24 @@ func (c mainConfig) validate() error {
 	}
 	if c.CephConf != "" {
 		if err := validateDir("ceph conf", c.CephConf); err != nil {
+			return err
+		}
+	}
+	if r := c.Recovery; r != nil {
+		if err := validateDir("recovery ceph conf", r.CephConf); err != nil {
+			return err
+		}
+		for what, v := range map[string]string{"recovery user": r.UserID, "recovery pool": r.Pool, "recovery namespace": r.Namespace, "node ID": r.NodeID} {
+			if v == "" {
+				return fmt.Errorf("%s must not be empty", what)
+			}
+			if err := checkChars(what, v); err != nil {
+				return err
+			}
+		}
+	}
+	if c.ServerScope != "" {
+		if err := checkChars("server scope", c.ServerScope); err != nil {
 			return err
 		}
 	}
@@ -156,7 +193,18 @@ func renderMain(c mainConfig) []byte {
 	fmt.Fprintf(&b, "\tLease_Lifetime = %d;\n", c.LeaseLifetime)
 	fmt.Fprintf(&b, "\tRecoveryRoot = %s;\n", quote(c.RecoveryRoot))
 	b.WriteString("\tOnly_Numeric_Owners = true;\n")
+	if c.Recovery != nil {
+		b.WriteString("\tRecoveryBackend = rados_ng;\n")
+	}
+	if c.ServerScope != "" {
+		// Clients reclaim only from a server with the same scope and owner.
+		fmt.Fprintf(&b, "\tServer_Scope = %s;\n\tServer_Owner = %s;\n", quote(c.ServerScope), quote(c.ServerScope))
+	}
 	b.WriteString("}\n")
+	if r := c.Recovery; r != nil {
+		fmt.Fprintf(&b, "RADOS_KV {\n\tCeph_Conf = %s;\n\tUserId = %s;\n\tPool = %s;\n\tNamespace = %s;\n\tnodeid = %s;\n}\n",
+			quote(r.CephConf), quote(r.UserID), quote(r.Pool), quote(r.Namespace), quote(r.NodeID))
+	}
 	b.WriteString("EXPORT_DEFAULTS {\n")
 	b.WriteString("\tAccess_Type = RW;\n")
 	fmt.Fprintf(&b, "\tProtocols = %s;\n", c.protocols())

@@ -35,6 +35,10 @@ type Config struct {
 	// CephConf is the ceph.conf of the cluster CephFS exports (FSAL CEPH)
 	// are in; empty: no CephFS exports. Needs nfs-ganesha-ceph.
 	CephConf string
+	// Recovery and ServerScope: see mainConfig. Set both for a server
+	// that another may take over from (active/passive over CephFS).
+	Recovery    *RADOSRecovery
+	ServerScope string
 
 	// Binaries; empty means PATH (plus /usr/sbin, /sbin).
 	GaneshaPath        string
@@ -174,6 +178,7 @@ func NewServer(cfg Config) (*Server, error) {
 		BindAddress: cfg.BindAddress, NFSPort: cfg.NFSPort, MountdPort: cfg.MountdPort, NFSv3: cfg.NFSv3,
 		GracePeriod: cfg.GracePeriod, LeaseLifetime: cfg.LeaseLifetime, RecoveryRoot: s.paths.recovery,
 		LogLevel: cfg.LogLevel, ExportsInclude: s.paths.includes, SentinelPath: s.paths.sentinel,
+		Recovery: cfg.Recovery, ServerScope: cfg.ServerScope,
 		CephConf: cfg.CephConf,
 	}
 	if err := s.main.validate(); err != nil {

@@ -31,6 +31,9 @@ type ProvisionerSpec struct {
 	Env                           []string // more KEY=value
 	Wrap                          []string // a command to run the binary under, e.g. setpriv ...
 	LogFile                       string   // required
+	// NoWait returns as soon as the process runs, without waiting for
+	// /readyz: a passive failover replica is not ready until it takes over.
+	NoWait bool
 }
 
 // provisionerBuild builds ./cmd/provisioner once per process, so tests run
@@ -104,6 +107,9 @@ func StartProvisioner(ctx context.Context, spec *ProvisionerSpec) (*Process, err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if spec.NoWait {
+		return p, nil
 	}
 	if err := waitProvisionerReady(ctx, p, spec.HTTPPort); err != nil {
 		_ = p.Stop(DefaultStopGrace)

@@ -1,0 +1,277 @@
+package failover
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+
+	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
+	"github.com/nfs-provisioner/nfs-provisioner/test/framework/cephbed"
+	"github.com/nfs-provisioner/nfs-provisioner/test/nfsclient"
+)
+
+// writer writes numbered small files over NFSv4 through the Service, one
+// nfs-cp each, until stopped, and remembers which were acknowledged. Every
+// attempt gets a new name: a write whose answer was lost may or may not
+// have landed, and nfs-cp never overwrites.
+type writer struct {
+	mu       sync.Mutex
+	acked    map[string][]byte
+	failures int
+	lastErr  error
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func startWriter(t *testing.T, target nfsclient.Target, prefix string) *writer {
+	w := &writer{acked: map[string][]byte{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for i := 0; ; i++ {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			name := fmt.Sprintf("%s-%05d", prefix, i)
+			data := []byte(fmt.Sprintf("record %d of %s, %s\n", i, prefix, time.Now().Format(time.RFC3339Nano)))
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := nfsclient.WriteFile(ctx, target, name, data)
+			cancel()
+			w.mu.Lock()
+			if err == nil {
+				w.acked[name] = data
+			} else {
+				w.failures++
+				w.lastErr = err
+			}
+			w.mu.Unlock()
+			if err != nil {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}()
+	return w
+}
+
+func (w *writer) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acked)
+}
+
+func (w *writer) finish() (map[string][]byte, int, error) {
+	close(w.stop)
+	<-w.done
+	return w.acked, w.failures, w.lastErr
+}
+
+// untilRead retries read until it succeeds and returns when it did.
+func untilRead(t *testing.T, what string, timeout time.Duration, read func() error) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		if last = read(); last == nil {
+			return time.Now()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s: no successful read within %s: %v", what, timeout, last)
+	return time.Time{}
+}
+
+// checkAcked reads every acknowledged write through the Service (NFSv3, one
+// mount) and through CephFS directly.
+func checkAcked(t *testing.T, p *pair, pv *v1.PersistentVolume, acked map[string][]byte) {
+	t.Helper()
+	names := make([]string, 0, len(acked))
+	for n := range acked {
+		names = append(names, n)
+	}
+	got, err := nfsclient.ReadFiles(t.Context(), p.target(pv, serviceHost, 3), names)
+	if err != nil {
+		t.Fatalf("reading the acknowledged writes back: %v", err)
+	}
+	mnt := p.bed.MountFuse(t, "/", cephbed.Client{})
+	dir := filepath.Join(mnt, p.subvolumePath(t, pv))
+	for n, want := range acked {
+		if !bytes.Equal(got[n], want) {
+			t.Errorf("acknowledged write %s over NFS: got %q, want %q", n, got[n], want)
+		}
+		if onCeph, err := os.ReadFile(filepath.Join(dir, n)); err != nil || !bytes.Equal(onCeph, want) {
+			t.Errorf("acknowledged write %s in CephFS: got %q (%v), want %q", n, onCeph, err, want)
+		}
+	}
+	t.Logf("all %d acknowledged writes are there, over NFS and in CephFS", len(acked))
+}
+
+// TestFailoverKill: kill -9 of the whole active replica (provisioner,
+// ganesha, dbus-daemon, ceph-fuse) while a client writes through the
+// Service. The passive replica fences it, takes over and serves the same
+// server: a file handle taken before the kill still works (no ESTALE),
+// later reads and writes succeed, and every acknowledged write is there.
+// The takeover time, from the kill to the first successful read through
+// the Service, is printed.
+func TestFailoverKill(t *testing.T) {
+	p := newPair(t)
+	pv := p.claim(t, "data")
+	v3 := p.target(pv, serviceHost, 3)
+	v4 := p.target(pv, serviceHost, 4)
+	before := []byte("written before the kill\n")
+	if err := nfsclient.WriteFile(t.Context(), v3, "before", before); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := nfsclient.DialRaw(t.Context(), v3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, fh, err := raw.Lookup(raw.Root, "before")
+	rootBefore := raw.Root
+	raw.Close()
+	if err != nil || status != 0 {
+		t.Fatalf("LOOKUP before: %s %v", nfsclient.StatusName(status), err)
+	}
+
+	w := startWriter(t, v4, "w")
+	framework.Eventually(t, 30*time.Second, "writes acknowledged before the kill", func() (bool, error) { return w.count() >= 10, nil })
+
+	active := p.replicas[0]
+	killed, err := framework.SignalTree(active.proc.PID(), syscall.SIGKILL)
+	t0 := time.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ackedAtKill := w.count()
+	t.Logf("killed the active replica's processes %v with %d writes acknowledged", killed, ackedAtKill)
+
+	tv3 := untilRead(t, "NFSv3 read through the Service", 60*time.Second, func() error {
+		got, err := nfsclient.ReadFile(t.Context(), v3, "before")
+		if err == nil && !bytes.Equal(got, before) {
+			t.Fatalf("read %q, want %q", got, before)
+		}
+		return err
+	})
+	tv4 := untilRead(t, "NFSv4 read through the Service", 60*time.Second, func() error {
+		_, err := nfsclient.ReadFile(t.Context(), v4, "before")
+		return err
+	})
+	t.Logf("FIGURE takeover (kill -9 of the active to the first successful read through the Service): NFSv3 %s, NFSv4 %s",
+		tv3.Sub(t0).Round(time.Millisecond), tv4.Sub(t0).Round(time.Millisecond))
+	if !p.replicas[1].ready() {
+		t.Fatal("the passive replica serves but is not ready")
+	}
+
+	// The handle from before the kill still names the file.
+	raw, err = nfsclient.DialRaw(t.Context(), v3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if !bytes.Equal(raw.Root, rootBefore) {
+		t.Errorf("the export's root handle changed across the takeover: %x, was %x", raw.Root, rootBefore)
+	}
+	if status, attr, err := raw.GetAttr(fh); err != nil || status != 0 {
+		t.Fatalf("GETATTR with the handle taken before the kill: %s %v (ESTALE is NFS3ERR_STALE)", nfsclient.StatusName(status), err)
+	} else if attr.Filesize != uint64(len(before)) {
+		t.Errorf("GETATTR size %d, want %d", attr.Filesize, len(before))
+	}
+
+	framework.Eventually(t, 60*time.Second, "writes acknowledged after the takeover", func() (bool, error) { return w.count() >= ackedAtKill+10, nil })
+	acked, failures, lastErr := w.finish()
+	t.Logf("writer: %d acknowledged, %d attempts failed during the takeover (last: %v)", len(acked), failures, lastErr)
+	checkAcked(t, p, pv, acked)
+}
+
+// TestFailoverFreeze: the active replica is frozen (SIGSTOP of all its
+// processes) instead of killed. The passive fences it and serves; writes
+// through the Service succeed. When the old active wakes (SIGCONT) it
+// serves nothing: requests sent to its own address fail from the first
+// moment, it exits, and what the new active holds is intact.
+func TestFailoverFreeze(t *testing.T) {
+	p := newPair(t)
+	pv := p.claim(t, "data")
+	v3 := p.target(pv, serviceHost, 3)
+	before := []byte("written before the freeze\n")
+	if err := nfsclient.WriteFile(t.Context(), v3, "before", before); err != nil {
+		t.Fatal(err)
+	}
+	old := p.replicas[0]
+	// Direct reads from the old active work while it serves.
+	if _, err := nfsclient.ReadFile(t.Context(), p.target(pv, old.host, 3), "before"); err != nil {
+		t.Fatalf("direct read from the active: %v", err)
+	}
+
+	frozen, err := framework.SignalTree(old.proc.PID(), syscall.SIGSTOP)
+	t0 := time.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			for _, pid := range frozen {
+				_ = syscall.Kill(pid, syscall.SIGCONT)
+			}
+		}
+	}
+	defer thaw()
+	t.Logf("froze the active replica's processes %v", frozen)
+
+	tRead := untilRead(t, "read through the Service", 60*time.Second, func() error {
+		_, err := nfsclient.ReadFile(t.Context(), v3, "before")
+		return err
+	})
+	t.Logf("FIGURE takeover (SIGSTOP of the active to the first successful read through the Service): %s", tRead.Sub(t0).Round(time.Millisecond))
+	after := []byte("written through the new active\n")
+	if err := nfsclient.WriteFile(t.Context(), v3, "after", after); err != nil {
+		t.Fatal(err)
+	}
+
+	// Wake the old active and ask it directly, at once and for a while.
+	direct3, direct4 := p.target(pv, old.host, 3), p.target(pv, old.host, 4)
+	thaw()
+	tThaw := time.Now()
+	var served []string
+	for time.Since(tThaw) < 5*time.Second {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		if got, err := nfsclient.ReadFile(ctx, direct3, "before"); err == nil {
+			served = append(served, fmt.Sprintf("v3 read at +%s: %q", time.Since(tThaw).Round(time.Millisecond), got))
+		}
+		if err := nfsclient.WriteFile(ctx, direct4, fmt.Sprintf("stale-%d", time.Now().UnixNano()), []byte("x")); err == nil {
+			served = append(served, fmt.Sprintf("v4 write at +%s", time.Since(tThaw).Round(time.Millisecond)))
+		}
+		cancel()
+	}
+	if len(served) > 0 {
+		t.Errorf("the old active served after it woke: %v", served)
+	}
+	select {
+	case <-old.proc.Exited():
+		t.Logf("the old active exited after waking: %v", old.proc.ExitErr())
+	case <-time.After(10 * time.Second):
+		t.Errorf("the old active still runs 15 s after waking")
+	}
+	if old.ready() {
+		t.Error("the old active is ready")
+	}
+
+	// The new active still serves, and holds both writes.
+	got, err := nfsclient.ReadFiles(t.Context(), v3, []string{"before", "after"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got["before"], before) || !bytes.Equal(got["after"], after) {
+		t.Fatalf("after the old active woke: before=%q after=%q", got["before"], got["after"])
+	}
+	checkAcked(t, p, pv, map[string][]byte{"before": before, "after": after})
+}
