@@ -19,6 +19,7 @@ import (
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/failover"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/health"
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 )
 
 // runFailover runs one replica of an active/passive pair over CephFS.
@@ -58,6 +59,10 @@ func runFailover(ctx context.Context, o *options) error {
 	if err != nil {
 		return err
 	}
+	ranks, err := untilAPI(ctx, "find the MDS ranks", ceph.Ranks)
+	if err != nil {
+		return err
+	}
 	lock, err := newLeaseLock(client, o.provisioner, podNamespace())
 	if err != nil {
 		return err
@@ -92,7 +97,7 @@ func runFailover(ctx context.Context, o *options) error {
 					}
 				}()
 				go gate.watchdog(serveCtx)
-				result = takeOver(serveCtx, o, client, ceph, holder, statePath, gate, obs)
+				result = takeOver(serveCtx, o, client, ceph, ranks, holder, statePath, gate, obs)
 			},
 			OnStoppedLeading: func() {
 				once.Do(func() { logger.Info("Not leading any more") })
@@ -106,13 +111,13 @@ func runFailover(ctx context.Context, o *options) error {
 }
 
 // takeOver fences, mounts the state and serves until ctx ends.
-func takeOver(ctx context.Context, o *options, client kubernetes.Interface, ceph failover.Ceph, holder, statePath string,
+func takeOver(ctx context.Context, o *options, client kubernetes.Interface, ceph failover.Ceph, ranks []int, holder, statePath string,
 	gate *servingGate, obs *observability) error {
 	logger := klog.FromContext(ctx)
 	t0 := time.Now()
 	logger.Info("Won the Lease: fencing the store's other servers before serving")
 	scope := failover.Scope{Paths: []string{statePath, path.Join("/volumes", o.cephGroup)}, Self: holder}
-	evicted, err := failover.Fence(ctx, ceph, scope)
+	evicted, err := failover.Fence(ctx, ceph, scope, ranks)
 	if err != nil {
 		return fmt.Errorf("fence: %w (nothing is served without it)", err)
 	}
@@ -247,4 +252,16 @@ func (r *renewClock) Update(ctx context.Context, ler resourcelock.LeaderElection
 		r.gate.renewed(at)
 	}
 	return err
+}
+
+// notOffered is a backend whose volumes are not made in this mode: claims
+// for its kinds get an event saying why. Its existing volumes are still
+// listed, so nothing of theirs is taken for a leftover.
+type notOffered struct {
+	storage.Backend
+	mode string
+}
+
+func (n notOffered) Available() error {
+	return fmt.Errorf("not offered with %s: only CephFS volumes move with the state between replicas", n.mode)
 }

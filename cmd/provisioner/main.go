@@ -109,7 +109,7 @@ func serve(ctx context.Context, o *options, t *term) error {
 	if t != nil {
 		// The state is on CephFS and moves between replicas; only CephFS
 		// volumes move with it.
-		backends = []storage.Backend{ceph}
+		backends = []storage.Backend{notOffered{dirs, "-failover"}, ceph}
 	}
 	logVolumeKinds(ctx, backends, dirs.Root())
 	// Filesystem volumes that were open are mounted again before ganesha

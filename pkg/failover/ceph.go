@@ -78,8 +78,8 @@ func (s Session) String() string {
 		s.Metadata["hostname"], s.Metadata["pid"])
 }
 
-// ranks lists the active MDS ranks of the file system.
-func (c Ceph) ranks(ctx context.Context) ([]int, error) {
+// Ranks lists the active MDS ranks of the file system.
+func (c Ceph) Ranks(ctx context.Context) ([]int, error) {
 	out, err := c.run(ctx, "fs", "get", c.FS, "--format=json")
 	if err != nil {
 		return nil, err
@@ -111,12 +111,8 @@ func parseRanks(out []byte) ([]int, error) {
 	return ranks, nil
 }
 
-// Sessions lists the client sessions of every active rank.
-func (c Ceph) Sessions(ctx context.Context) ([]Session, error) {
-	ranks, err := c.ranks(ctx)
-	if err != nil {
-		return nil, err
-	}
+// Sessions lists the client sessions of the given MDS ranks (see Ranks).
+func (c Ceph) Sessions(ctx context.Context, ranks []int) ([]Session, error) {
 	var all []Session
 	for _, r := range ranks {
 		out, err := c.run(ctx, "tell", fmt.Sprintf("mds.%s:%d", c.FS, r), "client", "ls", "--format=json")

@@ -53,19 +53,32 @@ func (sc Scope) Has(s Session) bool {
 // process, and the machine may be small.
 const fenceWorkers = 4
 
-// Fence evicts, with blocklisting, every session in scope, and returns once
+// Fence evicts, with blocklisting, every session in scope of the MDS ranks
+// given (nil: the ranks active now, one more ceph call), and returns once
 // a fresh listing shows none left (a client reconnecting after eviction is
 // refused by the blocklist, so it cannot come back). It gives up when ctx
 // ends; a failed fence must never be followed by serving.
-func Fence(ctx context.Context, c Ceph, sc Scope) ([]Session, error) {
+func Fence(ctx context.Context, c Ceph, sc Scope, ranks []int) ([]Session, error) {
 	logger := klog.FromContext(ctx)
 	if len(sc.Paths) == 0 {
 		return nil, errors.New("fence: empty scope")
 	}
 	var evicted []Session
 	for attempt := 1; ; attempt++ {
-		all, err := c.Sessions(ctx)
+		if ranks == nil {
+			var err error
+			if ranks, err = c.Ranks(ctx); err != nil {
+				return evicted, fmt.Errorf("fence: %w", err)
+			}
+		}
+		all, err := c.Sessions(ctx, ranks)
 		if err != nil {
+			if attempt == 1 {
+				// The ranks may have changed since they were looked up.
+				logger.Error(err, "Listing sessions failed; looking the MDS ranks up again")
+				ranks = nil
+				continue
+			}
 			return evicted, fmt.Errorf("fence: list sessions: %w", err)
 		}
 		var todo []Session

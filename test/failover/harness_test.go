@@ -9,11 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"golang.org/x/sys/unix"
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
 	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
@@ -165,7 +165,9 @@ func (p *pair) makeClass(t *testing.T) {
 	if _, err := p.c.Client.StorageV1().StorageClasses().Create(t.Context(), sc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = p.c.Client.StorageV1().StorageClasses().Delete(context.Background(), p.class, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = p.c.Client.StorageV1().StorageClasses().Delete(context.Background(), p.class, metav1.DeleteOptions{})
+	})
 }
 
 // claim creates a claim of the pair's class and returns its PV once Bound.
@@ -215,5 +217,3 @@ func (p *pair) subvolumePath(t *testing.T, pv *v1.PersistentVolume) string {
 	}
 	return info.Path
 }
-
-
