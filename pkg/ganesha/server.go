@@ -365,7 +365,7 @@ func (s *Server) startGaneshaLocked(ctx context.Context) error {
 		args: []string{"-F", "-f", s.paths.mainConf, "-L", "STDERR", "-p", s.paths.ganeshaPid,
 			"-N", "NIV_" + s.cfg.LogLevel},
 		// ganesha finds its bus through the "system bus" variable.
-		env:      []string{"DBUS_SYSTEM_BUS_ADDRESS=" + s.bus.address},
+		env:      s.ganeshaEnv(),
 		stateDir: s.cfg.StateDir, pidFile: s.paths.ganeshaPid, logFile: s.paths.ganeshaLog, detach: s.detach,
 	})
 	if err != nil {
@@ -387,6 +387,19 @@ func (s *Server) startGaneshaLocked(ctx context.Context) error {
 		return fmt.Errorf("ganesha.nfsd: %w", err)
 	}
 	return nil
+}
+
+// ganeshaEnv is ganesha's environment beyond ours: its bus, and the
+// cluster of CephFS exports. FSAL_CEPH reads the CEPH block only when it is
+// loaded from ganesha.conf; loaded by an export added over D-Bus, it sees
+// only that export's file and falls back to libcephfs's defaults, where
+// CEPH_CONF names the cluster.
+func (s *Server) ganeshaEnv() []string {
+	env := []string{"DBUS_SYSTEM_BUS_ADDRESS=" + s.bus.address}
+	if s.cfg.CephConf != "" {
+		env = append(env, "CEPH_CONF="+s.cfg.CephConf)
+	}
+	return env
 }
 
 // waitFor polls ready until it succeeds, the child dies (the error quotes

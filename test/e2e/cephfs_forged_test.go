@@ -127,8 +127,12 @@ func TestCephFSForgedHandles(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		t.Logf("forged handle %x for %s: GETATTR %s, LOOKUP %q %s, READDIRPLUS %s %v", fh, pl.name,
-			nfsclient.StatusName(ga), pl.marker, nfsclient.StatusName(lk), nfsclient.StatusName(rd), names)
+		if pl.marker == "" {
+			t.Logf("forged handle %x for %s: GETATTR %s", fh, pl.name, nfsclient.StatusName(ga))
+		} else {
+			t.Logf("forged handle %x for %s: GETATTR %s, LOOKUP %q %s, READDIRPLUS %s %v", fh, pl.name,
+				nfsclient.StatusName(ga), pl.marker, nfsclient.StatusName(lk), nfsclient.StatusName(rd), names)
+		}
 		if ga == 0 || (pl.marker != "" && (lk == 0 || rd == 0)) {
 			t.Errorf("a forged handle under volume a's export reached %s", pl.name)
 		}
