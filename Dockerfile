@@ -38,12 +38,13 @@ FROM debian:bookworm-slim
 # xfsprogs, e2fsprogs: mkfs, growfs, fsck and UUID tools of filesystem
 # volumes (fsType), used in the privileged variant only.
 # VARIANT=ceph (make image IMAGE_VARIANT=ceph) adds what CephFS volumes
-# (fsType: cephfs) need: ganesha's FSAL_CEPH and the ceph command. The
+# (fsType: cephfs) need: ganesha's FSAL_CEPH and the ceph command, and
+# ceph-fuse, which mounts the store's state in failover mode (-failover). The
 # default image has none of it.
 ARG VARIANT=
 RUN case "$VARIANT" in \
         "") extra="" ;; \
-        ceph) extra="nfs-ganesha-ceph ceph-common" ;; \
+        ceph) extra="nfs-ganesha-ceph ceph-common ceph-fuse" ;; \
         *) echo "unknown VARIANT=$VARIANT (want empty or ceph)" >&2; exit 1 ;; \
     esac \
     && printf '%s\n' \

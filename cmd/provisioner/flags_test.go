@@ -73,3 +73,34 @@ func TestFlagValidation(t *testing.T) {
 		t.Fatalf("-nfs-versions=4: %v, v3=%v", err, o.useNFSv3)
 	}
 }
+
+func TestFailoverFlags(t *testing.T) {
+	ceph := "-ceph-conf=/etc/ceph/ceph.conf"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-failover", ceph}, "needs -leader-elect"},
+		{[]string{"-failover", "-leader-elect"}, "needs -ceph-conf"},
+		{[]string{"-failover", "-leader-elect", ceph, "-run-server=false"}, "needs -run-server"},
+		{[]string{"-failover", "-leader-elect", ceph, "-failover-renew-deadline=5s"}, "must hold"},
+		{[]string{"-failover", "-leader-elect", ceph, "-failover-retry-period=3s"}, "must hold"},
+		{[]string{"-failover", "-leader-elect", ceph, "-failover-retry-period=0"}, "must hold"},
+	} {
+		if _, err := parse(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	o, err := parse(t, "-failover", "-leader-elect", ceph, "-ceph-subvolume-group=team-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := o.failover
+	if f.stateSubvolume != "team-a-state" || f.leaseDuration.Seconds() != 5 || f.renewDeadline.Seconds() != 3 ||
+		f.retryPeriod.Seconds() != 1 || f.radosPool != "nfs-ganesha" {
+		t.Fatalf("defaults: %+v", f)
+	}
+	if o, err := parse(t, ceph); err != nil || o.failover.enabled {
+		t.Fatalf("failover on by default: %+v %v", o, err)
+	}
+}

@@ -190,3 +190,43 @@ func TestSentinelRenderedFirst(t *testing.T) {
 		t.Fatal("a volume may take the sentinel's export ID")
 	}
 }
+
+// A server that another may take over from: rados_ng recovery under a
+// pinned node ID, and a pinned scope and owner.
+func TestRenderFailoverConfig(t *testing.T) {
+	c := mainConfig{NFSPort: 2049, MountdPort: 20048, RecoveryRoot: "/s/recovery", LogLevel: "EVENT",
+		ExportsInclude: "/s/exports.conf", GracePeriod: 15, LeaseLifetime: 15,
+		Recovery: &RADOSRecovery{CephConf: "/etc/ceph/ceph.conf", UserID: "nfs-provisioner", Pool: "nfs-ganesha",
+			Namespace: "0e6a0d5e-store", NodeID: "0e6a0d5e-store"},
+		ServerScope: "0e6a0d5e-store"}
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	out := string(renderMain(c))
+	for _, want := range []string{"\tRecoveryBackend = rados_ng;\n", "\tServer_Scope = \"0e6a0d5e-store\";\n",
+		"\tServer_Owner = \"0e6a0d5e-store\";\n", "RADOS_KV {\n\tCeph_Conf = \"/etc/ceph/ceph.conf\";\n\tUserId = \"nfs-provisioner\";\n" +
+			"\tPool = \"nfs-ganesha\";\n\tNamespace = \"0e6a0d5e-store\";\n\tnodeid = \"0e6a0d5e-store\";\n}\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	for name, bad := range map[string]func(*mainConfig){
+		"empty node ID":    func(c *mainConfig) { c.Recovery.NodeID = "" },
+		"quote in pool":    func(c *mainConfig) { c.Recovery.Pool = `a"b` },
+		"relative conf":    func(c *mainConfig) { c.Recovery.CephConf = "ceph.conf" },
+		"newline in scope": func(c *mainConfig) { c.ServerScope = "a\nb" },
+	} {
+		r := *c.Recovery
+		d := c
+		d.Recovery = &r
+		bad(&d)
+		if err := d.validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	plain := c
+	plain.Recovery, plain.ServerScope = nil, ""
+	if out := string(renderMain(plain)); strings.Contains(out, "RADOS_KV") || strings.Contains(out, "RecoveryBackend") || strings.Contains(out, "Server_Scope") {
+		t.Errorf("a single server got failover settings:\n%s", out)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,6 +149,7 @@ func (p *pair) start(t *testing.T, r *replica) {
 		if t.Failed() {
 			t.Logf("%s log tail:\n%s", r.name, proc.Tail(60))
 		}
+		logMilestones(t, r)
 		_ = proc.Stop(20 * time.Second)
 		// A killed replica's ceph-fuse dies with it and leaves a dead mount.
 		for unix.Unmount(r.exportDir, unix.MNT_DETACH) == nil {
@@ -216,4 +219,22 @@ func (p *pair) subvolumePath(t *testing.T, pv *v1.PersistentVolume) string {
 		t.Fatal(err)
 	}
 	return info.Path
+}
+
+// milestones are the log lines that time a takeover.
+var milestones = regexp.MustCompile(`Passive: waiting|acquired lease|Won the Lease|Evicted and blocklisted|Fenced and mounted|NFS server started|Took over|not renewed|exiting now|Provisioner failed`)
+
+// logMilestones logs r's takeover milestones, for the figures.
+func logMilestones(t *testing.T, r *replica) {
+	data, err := os.ReadFile(r.spec.LogFile)
+	if err != nil {
+		return
+	}
+	var lines []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if milestones.MatchString(l) {
+			lines = append(lines, l)
+		}
+	}
+	t.Logf("%s milestones:\n%s", r.name, strings.Join(lines, "\n"))
 }
