@@ -70,6 +70,24 @@ func runFailover(ctx context.Context, o *options) error {
 	lock = &renewClock{Interface: lock, gate: gate}
 	logger.Info("Passive: waiting for the Lease", "lease", podNamespace()+"/"+lock.Describe(), "stateSubvolume", statePath)
 
+	// While passive, the store's sessions are listed now and then, so
+	// that the fence can start evicting before its own listing.
+	var known atomic.Pointer[[]failover.Session]
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		for {
+			if ss, err := ceph.Sessions(watchCtx, ranks); err == nil {
+				known.Store(&ss)
+			}
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-time.After(sessionWatchInterval):
+			}
+		}
+	}()
+
 	// The election outlives ctx (a SIGTERM) until ganesha has stopped: the
 	// Lease is released only after serving ended.
 	electCtx, stopElection := context.WithCancel(context.WithoutCancel(ctx))
@@ -97,7 +115,12 @@ func runFailover(ctx context.Context, o *options) error {
 					}
 				}()
 				go gate.watchdog(serveCtx)
-				result = takeOver(serveCtx, o, client, ceph, ranks, holder, statePath, gate, obs)
+				stopWatch()
+				var seen []failover.Session
+				if k := known.Load(); k != nil {
+					seen = *k
+				}
+				result = takeOver(serveCtx, o, client, ceph, ranks, seen, holder, statePath, gate, obs)
 			},
 			OnStoppedLeading: func() {
 				once.Do(func() { logger.Info("Not leading any more") })
@@ -110,14 +133,18 @@ func runFailover(ctx context.Context, o *options) error {
 	return result
 }
 
+// sessionWatchInterval is how often a passive replica lists the CephFS
+// sessions: one ceph CLI call each time.
+const sessionWatchInterval = 10 * time.Second
+
 // takeOver fences, mounts the state and serves until ctx ends.
-func takeOver(ctx context.Context, o *options, client kubernetes.Interface, ceph failover.Ceph, ranks []int, holder, statePath string,
+func takeOver(ctx context.Context, o *options, client kubernetes.Interface, ceph failover.Ceph, ranks []int, seen []failover.Session, holder, statePath string,
 	gate *servingGate, obs *observability) error {
 	logger := klog.FromContext(ctx)
 	t0 := time.Now()
 	logger.Info("Won the Lease: fencing the store's other servers before serving")
 	scope := failover.Scope{Paths: []string{statePath, path.Join("/volumes", o.cephGroup)}, Self: holder}
-	evicted, err := failover.Fence(ctx, ceph, scope, ranks)
+	evicted, err := failover.Fence(ctx, ceph, scope, ranks, seen)
 	if err != nil {
 		return fmt.Errorf("fence: %w (nothing is served without it)", err)
 	}

@@ -58,12 +58,19 @@ const fenceWorkers = 4
 // a fresh listing shows none left (a client reconnecting after eviction is
 // refused by the blocklist, so it cannot come back). It gives up when ctx
 // ends; a failed fence must never be followed by serving.
-func Fence(ctx context.Context, c Ceph, sc Scope, ranks []int) ([]Session, error) {
+//
+// known, when not nil, is a listing taken earlier (by a passive replica
+// while it waited): its sessions in scope are evicted first, without
+// waiting for a listing, and the listings that follow catch the rest. It
+// saves one ceph call on the way to serving; it can never replace the
+// listing taken after the Lease was won.
+func Fence(ctx context.Context, c Ceph, sc Scope, ranks []int, known []Session) ([]Session, error) {
 	logger := klog.FromContext(ctx)
 	if len(sc.Paths) == 0 {
 		return nil, errors.New("fence: empty scope")
 	}
 	var evicted []Session
+	relooked := false
 	for attempt := 1; ; attempt++ {
 		if ranks == nil {
 			var err error
@@ -71,12 +78,16 @@ func Fence(ctx context.Context, c Ceph, sc Scope, ranks []int) ([]Session, error
 				return evicted, fmt.Errorf("fence: %w", err)
 			}
 		}
-		all, err := c.Sessions(ctx, ranks)
+		all, err, fresh := known, error(nil), known == nil
+		if fresh {
+			all, err = c.Sessions(ctx, ranks)
+		}
+		known = nil
 		if err != nil {
-			if attempt == 1 {
+			if !relooked {
 				// The ranks may have changed since they were looked up.
 				logger.Error(err, "Listing sessions failed; looking the MDS ranks up again")
-				ranks = nil
+				relooked, ranks = true, nil
 				continue
 			}
 			return evicted, fmt.Errorf("fence: list sessions: %w", err)
@@ -88,7 +99,10 @@ func Fence(ctx context.Context, c Ceph, sc Scope, ranks []int) ([]Session, error
 			}
 		}
 		if len(todo) == 0 {
-			return evicted, nil
+			if fresh {
+				return evicted, nil
+			}
+			continue
 		}
 		logger.Info("Fencing the store's other servers: evicting their CephFS sessions", "sessions", len(todo), "attempt", attempt)
 		errs := make([]error, len(todo))

@@ -275,3 +275,95 @@ func TestFailoverFreeze(t *testing.T) {
 	}
 	checkAcked(t, p, pv, map[string][]byte{"before": before, "after": after})
 }
+
+// TestFailoverFencesLiveServer: only the active's provisioner process is
+// frozen; its ganesha lives on, reachable by the clients it had (an
+// established connection survives the loss of the endpoint, as with
+// kube-proxy) and at its own address. Nothing stops that ganesha but the
+// fence: once the new active serves, the old ganesha must answer nothing
+// with data, neither stale reads nor writes, and a write sent to it must
+// not reach CephFS.
+func TestFailoverFencesLiveServer(t *testing.T) {
+	p := newPair(t)
+	pv := p.claim(t, "data")
+	v3 := p.target(pv, serviceHost, 3)
+	before := []byte("written before the freeze\n")
+	if err := nfsclient.WriteFile(t.Context(), v3, "before", before); err != nil {
+		t.Fatal(err)
+	}
+	old := p.replicas[0]
+	direct := p.target(pv, old.host, 3)
+	// Warm the old ganesha's caches, and keep a connection through the
+	// Service to it, as a client of the old active would have.
+	if got, err := nfsclient.ReadFile(t.Context(), direct, "before"); err != nil || !bytes.Equal(got, before) {
+		t.Fatalf("direct read from the active: %q %v", got, err)
+	}
+	held, err := nfsclient.DialRaw(t.Context(), v3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	status, fh, err := held.Lookup(held.Root, "before")
+	if err != nil || status != 0 {
+		t.Fatalf("LOOKUP: %s %v", nfsclient.StatusName(status), err)
+	}
+
+	if err := syscall.Kill(old.proc.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	defer syscall.Kill(old.proc.PID(), syscall.SIGCONT)
+	tRead := untilRead(t, "read through the Service", 60*time.Second, func() error {
+		_, err := nfsclient.ReadFile(t.Context(), v3, "before")
+		return err
+	})
+	t.Logf("FIGURE takeover (SIGSTOP of the active's provisioner, its ganesha alive, to the first successful read through the Service): %s",
+		tRead.Sub(t0).Round(time.Millisecond))
+	if p.svc.Current() == nil || p.svc.Current().Host != p.replicas[1].host {
+		t.Fatalf("the Service does not point at the new active: %+v", p.svc.Current())
+	}
+	changed := []byte("changed by the new active, longer than before\n")
+	if err := nfsclient.WriteFile(t.Context(), v3, "before", changed); err != nil {
+		t.Fatal(err)
+	}
+
+	// The old ganesha, alive: whatever it answers must not be data.
+	var served []string
+	if status, attr, err := held.GetAttr(fh); err == nil && status == 0 {
+		served = append(served, fmt.Sprintf("GETATTR on the held connection: size %d", attr.Filesize))
+	} else {
+		t.Logf("GETATTR on the held connection to the old ganesha: %s %v", nfsclient.StatusName(status), err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	if got, err := nfsclient.ReadFile(ctx, direct, "before"); err == nil {
+		served = append(served, fmt.Sprintf("READ at its address: %q", got))
+	} else {
+		t.Logf("READ at the old ganesha's address: %v", err)
+	}
+	if err := nfsclient.WriteFile(ctx, direct, "split-brain", []byte("must not land\n")); err == nil {
+		served = append(served, "WRITE at its address acknowledged")
+	} else {
+		t.Logf("WRITE at the old ganesha's address: %v", err)
+	}
+	cancel()
+	if len(served) > 0 {
+		t.Errorf("the fenced ganesha still served: %v", served)
+	}
+	mnt := p.bed.MountFuse(t, "/", cephbed.Client{})
+	dir := filepath.Join(mnt, p.subvolumePath(t, pv))
+	if _, err := os.Stat(filepath.Join(dir, "split-brain")); err == nil {
+		t.Error("a write sent to the fenced ganesha is in CephFS")
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "before")); err != nil || !bytes.Equal(got, changed) {
+		t.Errorf("in CephFS: %q %v, want the new active's %q", got, err, changed)
+	}
+
+	// Woken, the old provisioner exits, and its ganesha with it.
+	_ = syscall.Kill(old.proc.PID(), syscall.SIGCONT)
+	select {
+	case <-old.proc.Exited():
+		t.Logf("the old active exited after waking: %v", old.proc.ExitErr())
+	case <-time.After(15 * time.Second):
+		t.Errorf("the old active still runs 15 s after waking")
+	}
+}

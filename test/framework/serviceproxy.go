@@ -22,10 +22,10 @@ type Backend struct {
 // listens on one address and ports, and forwards each new connection to the
 // same port of the backend whose /readyz answers 200 (the first such, in
 // order). Readiness is polled every ServicePollInterval, as endpoints follow pod
-// readiness. Connections already forwarded stay where they are, as with
-// kube-proxy; a backend that stops being ready has its connections closed,
-// as when its pod's endpoint goes away and the node's conntrack entries are
-// flushed.
+// readiness. Connections already forwarded stay where they are, even when
+// their backend stops being ready, as established TCP flows do with
+// kube-proxy (its conntrack entries outlive the endpoint): a server that
+// lost its endpoint may still be reached by the clients it had.
 type ServiceProxy struct {
 	Host     string
 	Ports    []int
@@ -84,15 +84,7 @@ func (p *ServiceProxy) poll(ctx context.Context) {
 			}
 		}
 		p.mu.Lock()
-		if next != p.current {
-			// The old endpoint is gone: its connections with it.
-			for c, i := range p.conns {
-				if i == p.current {
-					c.Close()
-				}
-			}
-			p.current = next
-		}
+		p.current = next
 		p.mu.Unlock()
 		select {
 		case <-ctx.Done():
@@ -141,7 +133,7 @@ func (p *ServiceProxy) forward(c net.Conn, port int) {
 		return
 	}
 	p.mu.Lock()
-	if p.current != i || p.conns == nil {
+	if p.conns == nil {
 		p.mu.Unlock()
 		c.Close()
 		up.Close()
