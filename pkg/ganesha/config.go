@@ -211,6 +211,14 @@ func renderMain(c mainConfig) []byte {
 	b.WriteString("\tTransports = TCP;\n\tSecType = sys;\n\tSquash = root_squash;\n")
 	// The ganesha default, -2, becomes 4294967294 on disk; nobody is clearer.
 	b.WriteString("\tAnonymous_uid = 65534;\n\tAnonymous_gid = 65534;\n")
+	if c.Recovery != nil {
+		// A server that may be fenced answers nothing from its own cache:
+		// once its CephFS sessions are evicted, every GETATTR goes to
+		// libcephfs and fails, instead of returning attributes its
+		// successor may have changed. libcephfs caches attributes under
+		// its caps anyway (the ceph mgr nfs module sets 0 too).
+		b.WriteString("\tAttr_Expiration_Time = 0;\n")
+	}
 	b.WriteString("}\n")
 	fmt.Fprintf(&b, "LOG {\n\tDefault_Log_Level = %s;\n}\n", c.LogLevel)
 	if c.CephConf != "" {

@@ -203,7 +203,7 @@ func TestRenderFailoverConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := string(renderMain(c))
-	for _, want := range []string{"\tRecoveryBackend = rados_ng;\n", "\tServer_Scope = \"0e6a0d5e-store\";\n",
+	for _, want := range []string{"\tRecoveryBackend = rados_ng;\n", "\tAttr_Expiration_Time = 0;\n", "\tServer_Scope = \"0e6a0d5e-store\";\n",
 		"\tServer_Owner = \"0e6a0d5e-store\";\n", "RADOS_KV {\n\tCeph_Conf = \"/etc/ceph/ceph.conf\";\n\tUserId = \"nfs-provisioner\";\n" +
 			"\tPool = \"nfs-ganesha\";\n\tNamespace = \"0e6a0d5e-store\";\n\tnodeid = \"0e6a0d5e-store\";\n}\n"} {
 		if !strings.Contains(out, want) {
@@ -226,7 +226,7 @@ func TestRenderFailoverConfig(t *testing.T) {
 	}
 	plain := c
 	plain.Recovery, plain.ServerScope = nil, ""
-	if out := string(renderMain(plain)); strings.Contains(out, "RADOS_KV") || strings.Contains(out, "RecoveryBackend") || strings.Contains(out, "Server_Scope") {
+	if out := string(renderMain(plain)); strings.Contains(out, "RADOS_KV") || strings.Contains(out, "RecoveryBackend") || strings.Contains(out, "Attr_Expiration_Time") || strings.Contains(out, "Server_Scope") {
 		t.Errorf("a single server got failover settings:\n%s", out)
 	}
 }

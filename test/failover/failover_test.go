@@ -89,6 +89,17 @@ func untilRead(t *testing.T, what string, timeout time.Duration, read func() err
 	return time.Time{}
 }
 
+// viaNew fails unless the Service forwards to replica 1, the new active:
+// a read that reaches the old one proves nothing about the takeover.
+func (p *pair) viaNew(read func() error) func() error {
+	return func() error {
+		if cur := p.svc.Current(); cur == nil || cur.Host != p.replicas[1].host {
+			return fmt.Errorf("the Service forwards to %+v, not yet to the new active", cur)
+		}
+		return read()
+	}
+}
+
 // checkAcked reads every acknowledged write through the Service (NFSv3, one
 // mount) and through CephFS directly.
 func checkAcked(t *testing.T, p *pair, pv *v1.PersistentVolume, acked map[string][]byte) {
@@ -153,17 +164,17 @@ func TestFailoverKill(t *testing.T) {
 	ackedAtKill := w.count()
 	t.Logf("killed the active replica's processes %v with %d writes acknowledged", killed, ackedAtKill)
 
-	tv3 := untilRead(t, "NFSv3 read through the Service", 60*time.Second, func() error {
+	tv3 := untilRead(t, "NFSv3 read through the Service", 60*time.Second, p.viaNew(func() error {
 		got, err := nfsclient.ReadFile(t.Context(), v3, "before")
 		if err == nil && !bytes.Equal(got, before) {
 			t.Fatalf("read %q, want %q", got, before)
 		}
 		return err
-	})
-	tv4 := untilRead(t, "NFSv4 read through the Service", 60*time.Second, func() error {
+	}))
+	tv4 := untilRead(t, "NFSv4 read through the Service", 60*time.Second, p.viaNew(func() error {
 		_, err := nfsclient.ReadFile(t.Context(), v4, "before")
 		return err
-	})
+	}))
 	t.Logf("FIGURE takeover (kill -9 of the active to the first successful read through the Service): NFSv3 %s, NFSv4 %s",
 		tv3.Sub(t0).Round(time.Millisecond), tv4.Sub(t0).Round(time.Millisecond))
 	if !p.replicas[1].ready() {
@@ -227,10 +238,10 @@ func TestFailoverFreeze(t *testing.T) {
 	defer thaw()
 	t.Logf("froze the active replica's processes %v", frozen)
 
-	tRead := untilRead(t, "read through the Service", 60*time.Second, func() error {
+	tRead := untilRead(t, "read through the Service", 60*time.Second, p.viaNew(func() error {
 		_, err := nfsclient.ReadFile(t.Context(), v3, "before")
 		return err
-	})
+	}))
 	t.Logf("FIGURE takeover (SIGSTOP of the active to the first successful read through the Service): %s", tRead.Sub(t0).Round(time.Millisecond))
 	after := []byte("written through the new active\n")
 	if err := nfsclient.WriteFile(t.Context(), v3, "after", after); err != nil {
@@ -313,10 +324,10 @@ func TestFailoverFencesLiveServer(t *testing.T) {
 	}
 	t0 := time.Now()
 	defer syscall.Kill(old.proc.PID(), syscall.SIGCONT)
-	tRead := untilRead(t, "read through the Service", 60*time.Second, func() error {
+	tRead := untilRead(t, "read through the Service", 60*time.Second, p.viaNew(func() error {
 		_, err := nfsclient.ReadFile(t.Context(), v3, "before")
 		return err
-	})
+	}))
 	t.Logf("FIGURE takeover (SIGSTOP of the active's provisioner, its ganesha alive, to the first successful read through the Service): %s",
 		tRead.Sub(t0).Round(time.Millisecond))
 	if p.svc.Current() == nil || p.svc.Current().Host != p.replicas[1].host {
