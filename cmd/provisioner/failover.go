@@ -92,6 +92,14 @@ func runFailover(ctx context.Context, o *options) error {
 	// Lease is released only after serving ended.
 	electCtx, stopElection := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopElection()
+	var leading atomic.Bool
+	go func() {
+		// A passive replica has nothing to stop first.
+		<-ctx.Done()
+		if !leading.Load() {
+			stopElection()
+		}
+	}()
 	var result error
 	var once sync.Once
 	leaderelection.RunOrDie(electCtx, leaderelection.LeaderElectionConfig{
@@ -103,6 +111,7 @@ func runFailover(ctx context.Context, o *options) error {
 		Name:            o.provisioner,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(leadCtx context.Context) {
+				leading.Store(true)
 				defer stopElection()
 				serveCtx, cancel := context.WithCancel(ctx)
 				defer cancel()

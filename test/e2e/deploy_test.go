@@ -1030,6 +1030,56 @@ func TestDeployComponents(t *testing.T) {
 		checkHardened(t, sts.Spec.Template.Spec)
 		applyNamespacesFirst(t, c.Kubeconfig, "deploy/ with components/storage-e2e", objs)
 	})
+
+	t.Run("cephfs-failover", func(t *testing.T) {
+		objs := decodeManifest(t, []byte(renderWithComponent(t, "cephfs-failover")))
+		var sts appsv1.StatefulSet
+		var svc v1.Service
+		for _, o := range objs {
+			switch o.GetKind() {
+			case "StatefulSet":
+				fromUnstructured(t, o, &sts)
+			case "Service":
+				fromUnstructured(t, o, &svc)
+			}
+		}
+		if len(objs) != len(base) {
+			t.Errorf("%d objects, want the base's %d", len(objs), len(base))
+		}
+		if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 2 || sts.Spec.PodManagementPolicy != appsv1.ParallelPodManagement {
+			t.Errorf("replicas %v, pod management %q: want 2 started in parallel", sts.Spec.Replicas, sts.Spec.PodManagementPolicy)
+		}
+		pod := sts.Spec.Template.Spec
+		ctr := pod.Containers[0]
+		for _, want := range []string{"-failover", "-leader-elect", "-ceph-conf=/etc/ceph/ceph.conf", "-failover-lease-duration=5s"} {
+			if !slices.Contains(ctr.Args, want) {
+				t.Errorf("args %v: missing %s", ctr.Args, want)
+			}
+		}
+		if slices.Contains(ctr.Args, "-leader-elect=false") {
+			t.Errorf("args %v: leader election off", ctr.Args)
+		}
+		if r := ctr.ReadinessProbe; r == nil || r.HTTPGet == nil || r.HTTPGet.Path != "/readyz" || r.PeriodSeconds != 1 {
+			t.Errorf("readiness %+v: want /readyz every second (the Service follows it)", r)
+		}
+		if len(pod.NodeSelector) != 0 || pod.Affinity == nil || pod.Affinity.PodAntiAffinity == nil {
+			t.Errorf("node selector %v, affinity %+v: want no node pinning and the replicas apart", pod.NodeSelector, pod.Affinity)
+		}
+		secret, export := false, false
+		for _, vol := range pod.Volumes {
+			secret = secret || vol.Secret != nil && vol.Secret.SecretName == "nfs-provisioner-ceph"
+			export = export || vol.Name == "export" && vol.EmptyDir != nil
+		}
+		if !secret || !export {
+			t.Errorf("volumes %+v: want the Ceph Secret and an empty mountpoint for the state", pod.Volumes)
+		}
+		if svc.Spec.Selector["app.kubernetes.io/name"] != "nfs-provisioner" {
+			t.Errorf("Service selector %v", svc.Spec.Selector)
+		}
+		// podManagementPolicy cannot change on an existing StatefulSet.
+		uninstallShipped(t, c)
+		applyNamespacesFirst(t, c.Kubeconfig, "deploy/ with components/cephfs-failover", objs)
+	})
 }
 
 // renderWithComponent renders deploy/ through an overlay that lists

@@ -134,13 +134,9 @@ func checkAcked(t *testing.T, p *pair, pv *v1.PersistentVolume, acked map[string
 // the Service, is printed.
 func TestFailoverKill(t *testing.T) {
 	p := newPair(t)
-	pv := p.claim(t, "data")
-	v3 := p.target(pv, serviceHost, 3)
-	v4 := p.target(pv, serviceHost, 4)
 	before := []byte("written before the kill\n")
-	if err := nfsclient.WriteFile(t.Context(), v3, "before", before); err != nil {
-		t.Fatal(err)
-	}
+	pv, v3 := p.volumeWith(t, before)
+	v4 := p.target(pv, serviceHost, 4)
 	raw, err := nfsclient.DialRaw(t.Context(), v3)
 	if err != nil {
 		t.Fatal(err)
@@ -202,6 +198,18 @@ func TestFailoverKill(t *testing.T) {
 	checkAcked(t, p, pv, acked)
 }
 
+// volumeWith claims a volume of the pair and writes file "before" into it
+// over NFSv3 through the Service.
+func (p *pair) volumeWith(t *testing.T, before []byte) (*v1.PersistentVolume, nfsclient.Target) {
+	t.Helper()
+	pv := p.claim(t, "data")
+	v3 := p.target(pv, serviceHost, 3)
+	if err := nfsclient.WriteFile(t.Context(), v3, "before", before); err != nil {
+		t.Fatal(err)
+	}
+	return pv, v3
+}
+
 // TestFailoverFreeze: the active replica is frozen (SIGSTOP of all its
 // processes) instead of killed. The passive fences it and serves; writes
 // through the Service succeed. When the old active wakes (SIGCONT) it
@@ -209,12 +217,8 @@ func TestFailoverKill(t *testing.T) {
 // moment, it exits, and what the new active holds is intact.
 func TestFailoverFreeze(t *testing.T) {
 	p := newPair(t)
-	pv := p.claim(t, "data")
-	v3 := p.target(pv, serviceHost, 3)
 	before := []byte("written before the freeze\n")
-	if err := nfsclient.WriteFile(t.Context(), v3, "before", before); err != nil {
-		t.Fatal(err)
-	}
+	pv, v3 := p.volumeWith(t, before)
 	old := p.replicas[0]
 	// Direct reads from the old active work while it serves.
 	if _, err := nfsclient.ReadFile(t.Context(), p.target(pv, old.host, 3), "before"); err != nil {
@@ -296,12 +300,8 @@ func TestFailoverFreeze(t *testing.T) {
 // not reach CephFS.
 func TestFailoverFencesLiveServer(t *testing.T) {
 	p := newPair(t)
-	pv := p.claim(t, "data")
-	v3 := p.target(pv, serviceHost, 3)
 	before := []byte("written before the freeze\n")
-	if err := nfsclient.WriteFile(t.Context(), v3, "before", before); err != nil {
-		t.Fatal(err)
-	}
+	pv, v3 := p.volumeWith(t, before)
 	old := p.replicas[0]
 	direct := p.target(pv, old.host, 3)
 	// Warm the old ganesha's caches, and keep a connection through the
@@ -377,4 +377,60 @@ func TestFailoverFencesLiveServer(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Errorf("the old active still runs 15 s after waking")
 	}
+}
+
+// TestFailoverCleanHandover: SIGTERM to the active (a rolling update). It
+// stops serving first and releases the Lease after, so the passive takes
+// over without waiting for the Lease to expire, and the old one exits 0.
+// A SIGTERM to a passive replica stops it at once.
+func TestFailoverCleanHandover(t *testing.T) {
+	p := newPair(t)
+	before := []byte("written before the handover\n")
+	pv, v3 := p.volumeWith(t, before)
+	old := p.replicas[0]
+	t0 := time.Now()
+	if err := syscall.Kill(old.proc.PID(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	tRead := untilRead(t, "read through the Service", 60*time.Second, p.viaNew(func() error {
+		got, err := nfsclient.ReadFile(t.Context(), v3, "before")
+		if err == nil && !bytes.Equal(got, before) {
+			t.Fatalf("read %q, want %q", got, before)
+		}
+		return err
+	}))
+	t.Logf("FIGURE handover (SIGTERM of the active to the first successful read through the Service): %s", tRead.Sub(t0).Round(time.Millisecond))
+	select {
+	case <-old.proc.Exited():
+		if err := old.proc.ExitErr(); err != nil {
+			t.Errorf("the old active exited with %v after SIGTERM", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the old active still runs 30 s after SIGTERM")
+	}
+	// A new passive beside the new active; SIGTERM stops it promptly.
+	r := &replica{name: "r2", host: old.host, exportDir: old.exportDir + "-2", httpPort: old.httpPort, spec: old.spec}
+	spec := *old.spec
+	spec.ExportDir, spec.LogFile = r.exportDir, old.spec.LogFile+"-2"
+	r.spec = &spec
+	p.start(t, r)
+	time.Sleep(3 * time.Second)
+	if r.ready() {
+		t.Fatal("a second passive replica is ready while the active serves")
+	}
+	t1 := time.Now()
+	if err := syscall.Kill(r.proc.PID(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r.proc.Exited():
+		t.Logf("a passive replica stopped %s after SIGTERM: %v", time.Since(t1).Round(time.Millisecond), r.proc.ExitErr())
+	case <-time.After(10 * time.Second):
+		t.Fatal("a passive replica still runs 10 s after SIGTERM")
+	}
+	got, err := nfsclient.ReadFile(t.Context(), v3, "before")
+	if err != nil || !bytes.Equal(got, before) {
+		t.Fatalf("the new active after the passive's stop: %q %v", got, err)
+	}
+	_ = pv
 }
