@@ -204,8 +204,20 @@ func (p *pair) volumeWith(t *testing.T, before []byte) (*v1.PersistentVolume, nf
 	t.Helper()
 	pv := p.claim(t, "data")
 	v3 := p.target(pv, serviceHost, 3)
-	if err := nfsclient.WriteFile(t.Context(), v3, "before", before); err != nil {
-		t.Fatal(err)
+	// A new CephFS volume's export may refuse MOUNT (MNT3ERR_ACCES) for a
+	// few seconds after its claim is Bound on a loaded machine (seen in
+	// the CephFS e2e tests too); the kubelet retries a failed mount.
+	bound := time.Now()
+	var refused error
+	framework.Eventually(t, time.Minute, "the first write to the new volume", func() (bool, error) {
+		err := nfsclient.WriteFile(t.Context(), v3, "before", before)
+		if err != nil {
+			refused = err
+		}
+		return err == nil, nil
+	})
+	if refused != nil {
+		t.Logf("the new volume took writes %s after Bound (refused before: %v)", time.Since(bound).Round(time.Millisecond), refused)
 	}
 	return pv, v3
 }
