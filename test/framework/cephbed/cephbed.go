@@ -184,12 +184,13 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	return c, nil
 }
 
-// Close stops the daemons and removes Dir. Calling it again is a no-op.
+// Close stops the daemons (SIGKILL after a second: their data is going)
+// and removes Dir. Calling it again is a no-op.
 func (c *Cluster) Close() error { return c.close(false) }
 
 func (c *Cluster) close(keepLogs bool) error {
 	c.closeOnce.Do(func() {
-		errs := []error{c.Stop()}
+		errs := []error{c.stop(closeGrace)}
 		if keepLogs {
 			errs = append(errs, c.removeAllBut("log"))
 		} else {

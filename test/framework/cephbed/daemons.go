@@ -68,7 +68,13 @@ func (c *Cluster) PIDs() map[string]int {
 // journal; the mon last), each by its PID: SIGTERM, then SIGKILL after
 // Options.StopGrace. The directory stays: Restart brings the same cluster
 // back. It reports daemons that had died before it was called.
-func (c *Cluster) Stop() error {
+func (c *Cluster) Stop() error { return c.stop(c.opts.StopGrace) }
+
+// closeGrace is the SIGTERM-to-SIGKILL delay when the cluster is being
+// thrown away: a graceful MDS stop (5-7 s) buys nothing then.
+const closeGrace = time.Second
+
+func (c *Cluster) stop(grace time.Duration) error {
 	c.mu.Lock()
 	daemons := c.daemons
 	c.daemons = nil
@@ -101,7 +107,7 @@ func (c *Cluster) Stop() error {
 		for _, d := range group {
 			wg.Go(func() {
 				t := time.Now()
-				err := d.proc.Stop(c.opts.StopGrace)
+				err := d.proc.Stop(grace)
 				mu.Lock()
 				defer mu.Unlock()
 				errs = append(errs, err)
