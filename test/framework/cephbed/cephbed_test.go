@@ -159,6 +159,23 @@ func TestFuse(t *testing.T) {
 	if err != nil || string(got) != "hello ceph\n" {
 		t.Errorf("admin reads %q, %v; want the confined client's write", got, err)
 	}
+	// Evicting the confined client's sessions fences its mount.
+	t.Run("evict", func(t *testing.T) {
+		mnt := c.MountFuse(t, path, user)
+		if err := c.Evict(ctx, "auth_name="+user.Name); err != nil {
+			t.Fatal(err)
+		}
+		err := os.WriteFile(filepath.Join(mnt, "after-evict"), []byte("x"), 0o644)
+		if !errors.Is(err, syscall.ESHUTDOWN) && !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("write after evicting client.%s: %v, want ESHUTDOWN (or ENOENT for the fenced root)", user.Name, err)
+		}
+	})
+	if _, err := os.Stat(filepath.Join(root, path, "after-evict")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the evicted client's write landed (stat: %v)", err)
+	}
+	if err := c.Evict(ctx); err == nil {
+		t.Error("Evict with no filter succeeded; it must refuse to evict everyone")
+	}
 	// The MDS enforces the path: the confined client cannot mount the root.
 	if dir, err := c.mountFuse(t, "/", user); err == nil {
 		t.Errorf("client.%s mounted / at %s; want refused", user.Name, dir)

@@ -64,10 +64,13 @@ func (c *Cluster) PIDs() map[string]int {
 	return m
 }
 
-// Stop stops every daemon (the MDS first, while the OSD can still take its
-// journal; the mon last), each by its PID: SIGTERM, then SIGKILL after
-// Options.StopGrace. The directory stays: Restart brings the same cluster
-// back. It reports daemons that had died before it was called.
+// Stop stops every daemon, each by its PID: SIGTERM, then SIGKILL after
+// Options.StopGrace. The mgr goes first and its CephFS sessions are
+// evicted: it does not close them when it exits, and a restarted MDS would
+// wait in up:reconnect for clients that never come back. Then the MDS,
+// while the OSD can still take its journal, then the OSD, the mon last.
+// The directory stays: Restart brings the same cluster back. It reports
+// daemons that had died before it was called.
 func (c *Cluster) Stop() error { return c.stop(c.opts.StopGrace) }
 
 // closeGrace is the SIGTERM-to-SIGKILL delay when the cluster is being
@@ -99,7 +102,15 @@ func (c *Cluster) stop(grace time.Duration) error {
 		}
 		return out
 	}
-	for _, group := range [][]*daemon{byType("mds"), byType("mgr", "osd"), byType("mon")} {
+	graceful := grace > closeGrace
+	groups := [][]*daemon{byType("mds"), byType("mgr", "osd"), byType("mon")}
+	if graceful {
+		groups = [][]*daemon{byType("mgr"), byType("mds"), byType("osd"), byType("mon")}
+	}
+	for i, group := range groups {
+		if graceful && i == 1 && len(byType("mgr")) > 0 {
+			c.evictMgrSessions()
+		}
 		var (
 			wg sync.WaitGroup
 			mu sync.Mutex
@@ -255,6 +266,29 @@ func (c *Cluster) wait(ctx context.Context, what string, watch []*daemon, cond f
 		case <-time.After(pollInterval):
 		}
 	}
+}
+
+// evictMgrSessions evicts the CephFS sessions the stopped mgr's volumes
+// module left, best effort: at worst the next MDS start waits for them.
+func (c *Cluster) evictMgrSessions() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var sessions []struct {
+		ID int64 `json:"id"`
+	}
+	filter := "client_metadata.entity_id=" + mgrID
+	if err := c.CephJSON(ctx, &sessions, "tell", "mds."+FSName+":0", "client", "ls", filter); err != nil {
+		c.logf("listing the mgr's CephFS sessions: %v", err)
+		return
+	}
+	if len(sessions) == 0 {
+		return
+	}
+	if err := c.Evict(ctx, filter); err != nil {
+		c.logf("evicting the mgr's CephFS sessions: %v", err)
+		return
+	}
+	c.logf("evicted the stopped mgr's %d CephFS sessions", len(sessions))
 }
 
 // stopDaemon stops one daemon and forgets it.
