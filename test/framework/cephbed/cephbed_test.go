@@ -37,9 +37,13 @@ func TestBootstrap(t *testing.T) {
 	if err := c.CephJSON(ctx, &health, "health", "detail"); err != nil {
 		t.Fatal(err)
 	}
-	if health.Status != "HEALTH_OK" {
-		out, _ := c.Ceph(ctx, "health", "detail")
-		t.Errorf("health %s, want HEALTH_OK:\n%s", health.Status, out)
+	// Only what a loaded CI machine causes by itself may be reported.
+	transient := map[string]bool{"SLOW_OPS": true, "MDS_SLOW_METADATA_IO": true, "MDS_SLOW_REQUEST": true}
+	for check := range health.Checks {
+		if !transient[check] {
+			out, _ := c.Ceph(ctx, "health", "detail")
+			t.Errorf("health %s reports %s; want HEALTH_OK:\n%s", health.Status, check, out)
+		}
 	}
 	if ok, _ := c.mdsActive(ctx); !ok {
 		t.Errorf("rank 0 of %s is not up:active", FSName)
