@@ -132,7 +132,9 @@ func (c *Cluster) stop(grace time.Duration) error {
 
 // Restart stops the daemons if they run and starts them again on the same
 // directories, returning once the cluster is ready again. The mon keeps its
-// ports; the other daemons may bind new ones, as after any restart.
+// ports (if another process took one meanwhile, Restart fails with the
+// mon's bind error); the other daemons may bind new ones, as after any
+// restart. Clients that stay up (a ganesha under test) reconnect.
 func (c *Cluster) Restart(ctx context.Context) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
