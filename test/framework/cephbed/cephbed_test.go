@@ -204,9 +204,14 @@ func TestRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	// A client that stays mounted through the restart reconnects.
+	live := c.MountFuse(t, path, Client{})
 	before := c.PIDs()
 	if err := c.Restart(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(live, "after-restart"), []byte("live"), 0o644); err != nil {
+		t.Errorf("the mount kept through the restart: %v", err)
 	}
 	after := c.PIDs()
 	if len(after) != 4 {
@@ -225,6 +230,9 @@ func TestRestart(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(mnt, "data"))
 	if err != nil || !bytes.Equal(got, data) {
 		t.Errorf("after restart read %d bytes (%v), want the %d written", len(got), err, len(data))
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "after-restart")); err != nil || string(got) != "live" {
+		t.Errorf("a new mount reads %q (%v) of what the kept mount wrote after the restart", got, err)
 	}
 }
 

@@ -134,7 +134,8 @@ func (c *Cluster) stop(grace time.Duration) error {
 // directories, returning once the cluster is ready again. The mon keeps its
 // ports (if another process took one meanwhile, Restart fails with the
 // mon's bind error); the other daemons may bind new ones, as after any
-// restart. Clients that stay up (a ganesha under test) reconnect.
+// restart. Clients that stay up reconnect (a ceph-fuse mount kept through
+// a Restart writes afterwards: TestRestart).
 func (c *Cluster) Restart(ctx context.Context) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
