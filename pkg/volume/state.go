@@ -228,11 +228,14 @@ func (s *State) WriteLeftovers(lines []string) error {
 
 // writeFileSync replaces path atomically and durably.
 func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	// Not <path>.tmp: for a volume name of 252 bytes or more that name is
+	// too long, and a leftover of a crash would read as a volume's record.
+	// A dot-name is neither.
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return err
 	}
+	tmp := f.Name()
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()

@@ -35,7 +35,8 @@ func provisionerCaps(fs, group string) []string {
 	var mgr []string
 	for _, cmd := range []string{"fs subvolume create", "fs subvolume info", "fs subvolume rm", "fs subvolume resize",
 		"fs subvolume snapshot create", "fs subvolume snapshot rm", "fs subvolume snapshot ls", "fs subvolume snapshot clone",
-		"fs clone status", "fs clone cancel", "fs subvolume ls", "fs subvolumegroup create"} {
+		"fs clone status", "fs clone cancel", "fs subvolume ls", "fs subvolumegroup create",
+		"fs subvolume metadata set", "fs subvolume metadata get"} {
 		mgr = append(mgr, fmt.Sprintf("allow command %q with vol_name=%s group_name=%s", cmd, fs, group))
 	}
 	var mon []string
@@ -330,6 +331,39 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestCephFSLongName: a claim whose volume name is as long as names get
+// (255 bytes) has a subvolume whose name is shortened to what the mgr can
+// keep, an identity ganesha mounts it as, and goes away with its claim.
+func TestCephFSLongName(t *testing.T) {
+	e := newCephTestEnv(t)
+	c, ns, p := e.c, e.ns, e.p
+	class := cephClass(t, e, ns+"-ceph", nil)
+	name := strings.Repeat("l", 200)
+	createClaim(t, c, claim(ns, name, class, "8Mi"))
+	pv := waitBound(t, c, ns, name)
+	if n := len(pv.Annotations[volume.AnnDirectory]); n != 255 {
+		t.Fatalf("volume name of %d bytes", n)
+	}
+	subs := e.subvolumes(t)
+	if len(subs) != 1 || len(subs[0]) >= 255 {
+		t.Fatalf("subvolumes %v", subs)
+	}
+	target := p.target(pv, 3)
+	target.UID, target.GID = 999, 999
+	nfsWriteAs(t, target, "f", []byte("long"))
+	if got, err := nfsclient.ReadFile(t.Context(), target, "f"); err != nil || string(got) != "long" {
+		t.Fatalf("read back %q %v", got, err)
+	}
+	deleteClaim(t, c, ns, name)
+	waitPVGone(t, c, pv.Name)
+	if left := e.subvolumes(t); len(left) != 0 {
+		t.Fatalf("left %v", left)
+	}
+	if key, _ := e.identity(t, subs[0]); key != "" {
+		t.Fatal("identity left")
+	}
 }
 
 // TestCephFSUnavailable: without -ceph-conf a CephFS claim gets an event

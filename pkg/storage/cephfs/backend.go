@@ -90,6 +90,10 @@ func New(opts Options) (*Backend, error) {
 	if strings.HasPrefix(opts.User, "client.") {
 		errs = append(errs, fmt.Errorf("CephFS user %q: give the id without \"client.\"", opts.User))
 	}
+	if len(opts.Group) > 100 {
+		// Subvolume names get what the group leaves of 255 bytes.
+		errs = append(errs, fmt.Errorf("CephFS subvolume group %q is longer than 100 bytes", opts.Group))
+	}
 	if opts.Timeout < time.Second || opts.MaxCommands < 1 || opts.PollInterval <= 0 {
 		errs = append(errs, fmt.Errorf("CephFS: timeout %s (want at least 1s), %d commands at once (want at least 1), poll interval %s", opts.Timeout, opts.MaxCommands, opts.PollInterval))
 	}
@@ -149,6 +153,12 @@ func (b *Backend) fs(ctx context.Context, verb []string, args ...string) ([]byte
 // group is the --group_name argument every subvolume command takes.
 func (b *Backend) group() []string { return []string{"--group_name", b.opts.Group} }
 
+// on is the arguments of a command on volume name's subvolume: its name,
+// then args, then the group.
+func (b *Backend) on(name string, args ...string) []string {
+	return append(append([]string{b.sub(name)}, args...), b.group()...)
+}
+
 // ensureGroup makes the subvolume group (idempotent in Ceph) once a run.
 func (b *Backend) ensureGroup(ctx context.Context) error {
 	b.groupMu.Lock()
@@ -173,13 +183,28 @@ func (b *Backend) List(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := names[:0]
+	var out []string
 	for _, n := range names {
+		if b.shortened(n) {
+			n = b.fullName(ctx, n)
+		}
 		if checkName(n) == nil {
 			out = append(out, n)
 		}
 	}
 	return out, nil
+}
+
+// fullName is the name of the volume whose subvolume name sub is shortened,
+// from the subvolume's metadata; sub itself when that cannot be read (the
+// volume is then listed under its subvolume's name, and kept).
+func (b *Backend) fullName(ctx context.Context, sub string) string {
+	out, err := b.fs(ctx, []string{"subvolume", "metadata", "get"}, append([]string{sub, nameKey}, b.group()...)...)
+	name := strings.TrimSpace(string(out))
+	if err != nil || b.sub(name) != sub {
+		return sub
+	}
+	return name
 }
 
 // listAll names every subvolume of the group, archives included, and
@@ -247,7 +272,7 @@ func (b *Backend) Usage(ctx context.Context) (storage.Usage, error) {
 // info asks for a subvolume's path, quota and state; ENOENT when there is
 // none, EAGAIN while it is a clone being made.
 func (b *Backend) info(ctx context.Context, name string) (subvolumeInfo, error) {
-	out, err := b.fs(ctx, []string{"subvolume", "info"}, append([]string{name}, b.group()...)...)
+	out, err := b.fs(ctx, []string{"subvolume", "info"}, b.on(name)...)
 	if err != nil {
 		return subvolumeInfo{}, err
 	}
@@ -319,13 +344,15 @@ func (c *openCache) get(name string) (v storage.Volume, ok, stale bool) {
 	return e.v, c.names[name], false
 }
 
-func (c *openCache) put(v storage.Volume) {
+// put remembers volume v, whose subvolume is sub. Entries are keyed by
+// subvolume, as listings name them.
+func (c *openCache) put(sub string, v storage.Volume) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.vols[v.Name] = cachedVolume{v: v, at: c.now()}
-	c.sizes[v.Name] = v.Size
+	c.vols[sub] = cachedVolume{v: v, at: c.now()}
+	c.sizes[sub] = v.Size
 	if c.names != nil {
-		c.names[v.Name] = true
+		c.names[sub] = true
 	}
 }
 

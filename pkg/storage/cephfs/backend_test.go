@@ -435,3 +435,57 @@ func TestUnconfigured(t *testing.T) {
 		}
 	}
 }
+
+// The mgr cannot keep a subvolume whose name, with its group's, passes 248
+// bytes; longer volume names get a shortened subvolume, and List still
+// names the volume, so reconciliation matches it with its PV.
+func TestLongNames(t *testing.T) {
+	b, f := newTestBackend(t)
+	long := strings.Repeat("v", storage.MaxNameBytes)
+	v, created, err := b.Create(ctx, spec(long, 1<<20))
+	if err != nil || !created {
+		t.Fatalf("Create: %v %v", created, err)
+	}
+	sub := b.sub(long)
+	if len(sub) != b.maxSub() || !b.shortened(sub) || b.sub(sub) != sub || f.subvols[sub] == nil {
+		t.Fatalf("subvolume %q (%d bytes)", sub, len(sub))
+	}
+	if v.FSAL.User != "g."+sub {
+		t.Errorf("user %q", v.FSAL.User)
+	}
+	other := strings.Repeat("v", storage.MaxNameBytes-1) + "w"
+	if b.sub(other) == sub {
+		t.Fatal("two long names share a subvolume")
+	}
+	if names, err := b.List(ctx); err != nil || len(names) != 1 || names[0] != long {
+		t.Fatalf("List: %v %v", names, err)
+	}
+	b.cache = newOpenCache()
+	if got, err := b.Open(ctx, long); err != nil || got != v {
+		t.Fatalf("Open: %+v %v", got, err)
+	}
+	if _, _, err := b.Clone(ctx, long, spec(other, 1<<20), nil); err != nil {
+		t.Fatalf("Clone to a long name: %v", err)
+	}
+	if names, _ := b.List(ctx); len(names) != 2 {
+		t.Fatalf("List after the clone: %v", names)
+	}
+	target, err := b.Archive(ctx, long, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	if err != nil || f.subvols[target] == nil || !strings.HasPrefix(target, storage.ArchivePrefix) {
+		t.Fatalf("Archive: %q %v", target, err)
+	}
+	for _, n := range []string{long, other} {
+		if err := b.Remove(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(f.subvols) != 1 || len(f.users) != 0 {
+		t.Fatalf("left %v users %v", mapsKeys(f.subvols), mapsKeys(f.users))
+	}
+	// A shortened-looking subvolume nobody recorded a name for is listed
+	// under its own name, and kept.
+	f.subvols[b.sub(strings.Repeat("x", 300))] = &fakeSubvol{path: "/volumes/g/x/u", state: cloneComplete}
+	if names, err := b.List(ctx); err != nil || len(names) != 1 || names[0] != b.sub(strings.Repeat("x", 300)) {
+		t.Fatalf("List of an unrecorded shortened subvolume: %v %v", names, err)
+	}
+}

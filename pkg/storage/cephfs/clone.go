@@ -68,7 +68,7 @@ func (b *Backend) Clone(ctx context.Context, src string, dst storage.Spec, progr
 	if err := b.snapshot(ctx, src, snap); err != nil {
 		return storage.Volume{}, false, err
 	}
-	args := append([]string{src, snap, dst.Name}, b.group()...)
+	args := append([]string{b.sub(src), snap, b.sub(dst.Name)}, b.group()...)
 	args = append(args, "--target_group_name", b.opts.Group)
 	if _, err := b.fs(ctx, []string{"subvolume", "snapshot", "clone"}, args...); err != nil {
 		if rmErr := b.removeSnapshot(context.WithoutCancel(ctx), src, snap); rmErr != nil {
@@ -83,7 +83,7 @@ func (b *Backend) Clone(ctx context.Context, src string, dst storage.Spec, progr
 
 // snapshot makes snapshot snap of volume name; one there already is fine.
 func (b *Backend) snapshot(ctx context.Context, name, snap string) error {
-	_, err := b.fs(ctx, []string{"subvolume", "snapshot", "create"}, append([]string{name, snap}, b.group()...)...)
+	_, err := b.fs(ctx, []string{"subvolume", "snapshot", "create"}, b.on(name, snap)...)
 	if err != nil && !is(err, syscall.EEXIST) {
 		return fmt.Errorf("snapshot CephFS volume %s: %w", name, err)
 	}
@@ -127,7 +127,7 @@ func (b *Backend) waitClone(ctx context.Context, name string) (cloneState, error
 	logger := klog.FromContext(ctx)
 	last := ""
 	for {
-		out, err := b.fs(ctx, []string{"clone", "status"}, append([]string{name}, b.group()...)...)
+		out, err := b.fs(ctx, []string{"clone", "status"}, b.on(name)...)
 		if err != nil {
 			return cloneState{}, err
 		}
@@ -158,8 +158,7 @@ func (b *Backend) finishClone(ctx context.Context, src string, dst storage.Spec,
 		return storage.Volume{}, false, err
 	}
 	if q := int64(info.Quota); q != 0 && dst.Size > q {
-		args := append([]string{dst.Name, strconv.FormatInt(dst.Size, 10)}, b.group()...)
-		if _, err := b.fs(ctx, []string{"subvolume", "resize"}, args...); err != nil {
+		if _, err := b.fs(ctx, []string{"subvolume", "resize"}, b.on(dst.Name, strconv.FormatInt(dst.Size, 10))...); err != nil {
 			return fail(fmt.Errorf("grow clone %s of %s: %w", dst.Name, src, err))
 		}
 		var err error
@@ -167,11 +166,14 @@ func (b *Backend) finishClone(ctx context.Context, src string, dst storage.Spec,
 			return fail(fmt.Errorf("cloned CephFS volume %s: %w", dst.Name, err))
 		}
 	}
+	if err := b.recordName(ctx, dst.Name); err != nil {
+		return fail(err)
+	}
 	v, err := b.ready(ctx, dst.Name, info, true)
 	if err != nil {
 		return fail(err)
 	}
-	b.cache.put(v)
+	b.cache.put(b.sub(v.Name), v)
 	return v, created, nil
 }
 
@@ -191,7 +193,7 @@ func (b *Backend) Archive(ctx context.Context, name string, now time.Time) (stri
 	}
 	defer b.locks.Lock(name)()
 	logger := klog.FromContext(ctx).WithValues("volume", name)
-	b.cache.drop(name)
+	b.cache.drop(b.sub(name))
 	if _, err := b.info(ctx, name); is(err, syscall.ENOENT) {
 		return "", b.removeUser(ctx, name)
 	} else if err != nil {
@@ -219,7 +221,7 @@ func (b *Backend) Archive(ctx context.Context, name string, now time.Time) (stri
 			return "", err
 		}
 	}
-	target := archiveTarget(name, snap)
+	target := b.sub(archiveTarget(name, snap))
 	info, err := b.info(ctx, target)
 	switch {
 	case err == nil && info.State == cloneComplete:
@@ -228,7 +230,7 @@ func (b *Backend) Archive(ctx context.Context, name string, now time.Time) (stri
 			return "", err
 		}
 	case is(err, syscall.ENOENT):
-		args := append([]string{name, snap, target}, b.group()...)
+		args := append([]string{b.sub(name), snap, target}, b.group()...)
 		args = append(args, "--target_group_name", b.opts.Group)
 		if _, err := b.fs(ctx, []string{"subvolume", "snapshot", "clone"}, args...); err != nil {
 			return "", fmt.Errorf("archive CephFS volume %s as %s: %w", name, target, err)

@@ -32,6 +32,7 @@ type fakeCeph struct {
 }
 
 type fakeSubvol struct {
+	meta      map[string]string
 	path      string
 	quota     int64
 	used      int64
@@ -184,6 +185,9 @@ func (f *fakeCeph) run(ctx context.Context, args ...string) ([]byte, error) {
 		}
 		return json.Marshal(out)
 	case "create":
+		if len("_g:"+pos[4]+".meta") > 255 {
+			return nil, fmt.Errorf("fake: error in unlink: /volumes/_g:%s.meta: File name too long [Errno 36]", pos[4])
+		}
 		if _, ok := f.subvols[pos[4]]; ok {
 			return nil, fmt.Errorf("fake: subvolume create on an existing subvolume resets its attributes; the backend must never do that")
 		}
@@ -233,6 +237,23 @@ func (f *fakeCeph) run(ctx context.Context, args ...string) ([]byte, error) {
 		}
 		delete(f.subvols, pos[4])
 		return nil, nil
+	case "metadata":
+		s, err := f.subvolAt(args, pos[5])
+		if err != nil {
+			return nil, err
+		}
+		if pos[3] == "set" {
+			if s.meta == nil {
+				s.meta = map[string]string{}
+			}
+			s.meta[pos[6]] = pos[7]
+			return nil, nil
+		}
+		v, ok := s.meta[pos[6]]
+		if !ok {
+			return nil, errno(args, syscall.ENOENT)
+		}
+		return []byte(v), nil
 	case "snapshot":
 		s, err := f.subvolAt(args, pos[5])
 		if err != nil {
@@ -274,6 +295,9 @@ func (f *fakeCeph) run(ctx context.Context, args ...string) ([]byte, error) {
 				return nil, fmt.Errorf("fake: clone to group %q", named["target_group_name"])
 			}
 			f.nextID++
+			if len("_g:"+pos[7]+".meta") > 255 {
+				return nil, fmt.Errorf("fake: clone name %s too long", pos[7])
+			}
 			f.subvols[pos[7]] = &fakeSubvol{path: fmt.Sprintf("/volumes/g/%s/uuid-%d#from:%s@%s", pos[7], f.nextID, pos[5], pos[6]),
 				quota: s.quota, used: s.used, state: clonePending, pollsLeft: max(f.clonePolls, 1), mode: s.mode, uid: s.uid, gid: s.gid}
 			return nil, nil

@@ -56,9 +56,41 @@ func checkCephName(what, name string) error {
 }
 
 // userID is the cephx id (without "client.") of volume name's identity:
-// the subvolume group, then the volume's name, so `ceph auth ls` shows
+// the subvolume group, then the subvolume's name, so `ceph auth ls` shows
 // whose it is.
-func (b *Backend) userID(name string) string { return b.opts.Group + "." + name }
+func (b *Backend) userID(name string) string { return b.opts.Group + "." + b.sub(name) }
+
+// maxSub is the longest subvolume name of the group: the mgr volumes module
+// keeps a file /volumes/_<group>:<subvolume>.meta, whose name must fit in
+// 255 bytes.
+func (b *Backend) maxSub() int { return storage.MaxNameBytes - len("_:.meta") - len(b.opts.Group) }
+
+// sub is the subvolume of volume name: the name itself when it fits, else
+// its head, '_' and a hash of the whole (volume names made from claims
+// never hold '_'). The full name is then kept in the subvolume's metadata
+// (nameKey), for List. sub(sub(x)) == sub(x).
+func (b *Backend) sub(name string) string {
+	limit := b.maxSub()
+	if len(name) <= limit {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return name[:limit-17] + "_" + hex.EncodeToString(sum[:8])
+}
+
+// shortened reports whether subvolume s may be a name sub shortened.
+func (b *Backend) shortened(s string) bool {
+	n := len(s)
+	if n != b.maxSub() || s[n-17] != '_' {
+		return false
+	}
+	_, err := hex.DecodeString(s[n-16:])
+	return err == nil
+}
+
+// nameKey is the subvolume metadata key that holds the full name of a
+// volume whose subvolume name is shortened.
+const nameKey = "nfs-provisioner-volume"
 
 // entity is the cephx entity of volume name.
 func (b *Backend) entity(name string) string { return "client." + b.userID(name) }

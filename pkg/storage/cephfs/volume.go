@@ -75,7 +75,7 @@ func (b *Backend) Create(ctx context.Context, spec storage.Spec) (storage.Volume
 		if err := b.ensureGroup(ctx); err != nil {
 			return storage.Volume{}, false, err
 		}
-		args := []string{spec.Name}
+		args := []string{b.sub(spec.Name)}
 		if spec.Size > 0 {
 			args = append(args, "--size", strconv.FormatInt(spec.Size, 10))
 		}
@@ -84,7 +84,10 @@ func (b *Backend) Create(ctx context.Context, spec storage.Spec) (storage.Volume
 			return storage.Volume{}, false, fmt.Errorf("create CephFS volume %s: %w", spec.Name, err)
 		}
 		created = true
-		if info, err = b.info(ctx, spec.Name); err != nil {
+		if info, err = b.info(ctx, spec.Name); err == nil {
+			err = b.recordName(ctx, spec.Name)
+		}
+		if err != nil {
 			b.undo(ctx, spec.Name)
 			return storage.Volume{}, false, fmt.Errorf("CephFS volume %s: %w", spec.Name, err)
 		}
@@ -98,7 +101,7 @@ func (b *Backend) Create(ctx context.Context, spec storage.Spec) (storage.Volume
 		}
 		return storage.Volume{}, false, err
 	}
-	b.cache.put(v)
+	b.cache.put(b.sub(v.Name), v)
 	logger.V(2).Info("Created CephFS volume", "path", v.Path, "size", v.Size, "created", created)
 	return v, created, nil
 }
@@ -114,10 +117,10 @@ func (b *Backend) Open(ctx context.Context, name string) (storage.Volume, error)
 		return storage.Volume{}, b.Available()
 	}
 	defer b.locks.Lock(name)()
-	v, ok, stale := b.cache.get(name)
+	v, ok, stale := b.cache.get(b.sub(name))
 	if stale {
 		if _, err := b.listAll(ctx); err == nil {
-			v, ok, _ = b.cache.get(name)
+			v, ok, _ = b.cache.get(b.sub(name))
 		}
 	}
 	if ok {
@@ -125,7 +128,7 @@ func (b *Backend) Open(ctx context.Context, name string) (storage.Volume, error)
 	}
 	info, err := b.info(ctx, name)
 	if is(err, syscall.ENOENT) {
-		b.cache.drop(name)
+		b.cache.drop(b.sub(name))
 		return storage.Volume{}, fmt.Errorf("CephFS volume %s: %w", name, storage.ErrNotFound)
 	}
 	if err != nil {
@@ -134,7 +137,7 @@ func (b *Backend) Open(ctx context.Context, name string) (storage.Volume, error)
 	if v, err = b.ready(ctx, name, info, false); err != nil {
 		return storage.Volume{}, err
 	}
-	b.cache.put(v)
+	b.cache.put(b.sub(v.Name), v)
 	return v, nil
 }
 
@@ -178,6 +181,18 @@ func (b *Backend) ready(ctx context.Context, name string, info subvolumeInfo, cr
 	}, nil
 }
 
+// recordName keeps the full name of a volume whose subvolume name is
+// shortened in the subvolume's metadata, where List finds it.
+func (b *Backend) recordName(ctx context.Context, name string) error {
+	if b.sub(name) == name {
+		return nil
+	}
+	if _, err := b.fs(ctx, []string{"subvolume", "metadata", "set"}, b.on(name, nameKey, name)...); err != nil {
+		return fmt.Errorf("record the name of CephFS volume %s in its subvolume %s: %w", name, b.sub(name), err)
+	}
+	return nil
+}
+
 // parseAuth reads the key of entity and, when the answer has them, its
 // caps (nil when it has none).
 func parseAuth(out []byte, entity string) (string, map[string]string, error) {
@@ -215,7 +230,7 @@ func (b *Backend) undo(ctx context.Context, name string) {
 	if err := errors.Join(b.removeSubvolume(cleanup, name), b.removeUser(cleanup, name)); err != nil {
 		klog.FromContext(ctx).Error(err, "Could not remove what a failed call made", "volume", name)
 	}
-	b.cache.drop(name)
+	b.cache.drop(b.sub(name))
 }
 
 // Expand raises the volume's quota to size; the volume stays served, and
@@ -244,15 +259,14 @@ func (b *Backend) Expand(ctx context.Context, name string, size int64, _ storage
 	case size == current:
 		return current, nil
 	}
-	args := append([]string{name, strconv.FormatInt(size, 10)}, b.group()...)
-	if _, err := b.fs(ctx, []string{"subvolume", "resize"}, args...); err != nil {
+	if _, err := b.fs(ctx, []string{"subvolume", "resize"}, b.on(name, strconv.FormatInt(size, 10))...); err != nil {
 		return 0, fmt.Errorf("grow CephFS volume %s: %w", name, err)
 	}
 	if info, err = b.info(ctx, name); err != nil {
 		return 0, fmt.Errorf("CephFS volume %s: %w", name, err)
 	}
-	b.cache.drop(name) // the next Open reads the new size
-	b.cache.setSize(name, int64(info.Quota))
+	b.cache.drop(b.sub(name)) // the next Open reads the new size
+	b.cache.setSize(b.sub(name), int64(info.Quota))
 	klog.FromContext(ctx).V(2).Info("Grew CephFS volume", "volume", name, "from", current, "to", int64(info.Quota))
 	return int64(info.Quota), nil
 }
@@ -269,7 +283,7 @@ func (b *Backend) Remove(ctx context.Context, name string) error {
 		return b.Available()
 	}
 	defer b.locks.Lock(name)()
-	b.cache.drop(name)
+	b.cache.drop(b.sub(name))
 	if err := b.removeSubvolume(ctx, name); err != nil {
 		return err
 	}
@@ -282,7 +296,7 @@ func (b *Backend) Remove(ctx context.Context, name string) error {
 
 func (b *Backend) removeSubvolume(ctx context.Context, name string) error {
 	rm := func(force bool) error {
-		args := append([]string{name}, b.group()...)
+		args := b.on(name)
 		if force {
 			args = append(args, "--force")
 		}
@@ -299,7 +313,7 @@ func (b *Backend) removeSubvolume(ctx context.Context, name string) error {
 	case is(err, syscall.EAGAIN):
 		// A clone not complete (being made, failed or cancelled) is
 		// removed only by force, once it no longer runs.
-		if _, cerr := b.fs(ctx, []string{"clone", "cancel"}, append([]string{name}, b.group()...)...); cerr != nil {
+		if _, cerr := b.fs(ctx, []string{"clone", "cancel"}, b.on(name)...); cerr != nil {
 			klog.FromContext(ctx).V(2).Info("Cancelling a clone before removing it", "volume", name, "err", cerr)
 		}
 		err = rm(true)
@@ -344,7 +358,7 @@ func foreignSnapshots(snaps []string) []string {
 }
 
 func (b *Backend) snapshots(ctx context.Context, name string) ([]string, error) {
-	out, err := b.fs(ctx, []string{"subvolume", "snapshot", "ls"}, append([]string{name}, b.group()...)...)
+	out, err := b.fs(ctx, []string{"subvolume", "snapshot", "ls"}, b.on(name)...)
 	if err != nil {
 		return nil, fmt.Errorf("list snapshots of CephFS volume %s: %w", name, err)
 	}
@@ -352,7 +366,7 @@ func (b *Backend) snapshots(ctx context.Context, name string) ([]string, error) 
 }
 
 func (b *Backend) removeSnapshot(ctx context.Context, name, snap string) error {
-	_, err := b.fs(ctx, []string{"subvolume", "snapshot", "rm"}, append([]string{name, snap}, b.group()...)...)
+	_, err := b.fs(ctx, []string{"subvolume", "snapshot", "rm"}, b.on(name, snap)...)
 	if err != nil && !is(err, syscall.ENOENT) {
 		return fmt.Errorf("remove snapshot %s of CephFS volume %s: %w", snap, name, err)
 	}

@@ -12,11 +12,18 @@
 //	c := cephbed.Start(t, cephbed.Options{})
 //	out, err := c.Ceph(ctx, "fs", "subvolume", "create", cephbed.FSName, "v1", "--size", "1048576")
 //
-// or, since bootstrap costs ~15 s, shares one per test binary:
+// or, since bootstrap costs 6-10 s (more on a loaded machine), shares one
+// per test binary:
 //
 //	func TestMain(m *testing.M) { os.Exit(cephbed.Main(m)) }
 //	...
 //	c := cephbed.Shared(t)
+//
+// Ganesha (FSAL_CEPH, 4.3) keeps its MDS session open for 300 s after it
+// exits, even cleanly, holding caps on what it served: a test that checks
+// data through MountFuse after stopping a ganesha, or restarts the cluster,
+// evicts it first (Evict with client_metadata.uuid=ganesha-<nodeid>-<export
+// id in 4 hex digits>), or it waits. See /work/shared/research/ceph-facts.md.
 //
 // The binaries come from Debian's ceph-mon, ceph-mgr, ceph-osd, ceph-mds,
 // ceph-common and ceph-fuse packages (hack/install-deps.sh).
@@ -184,12 +191,13 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	return c, nil
 }
 
-// Close stops the daemons and removes Dir. Calling it again is a no-op.
+// Close stops the daemons (SIGKILL after a second: their data is going)
+// and removes Dir. Calling it again is a no-op.
 func (c *Cluster) Close() error { return c.close(false) }
 
 func (c *Cluster) close(keepLogs bool) error {
 	c.closeOnce.Do(func() {
-		errs := []error{c.Stop()}
+		errs := []error{c.stop(closeGrace)}
 		if keepLogs {
 			errs = append(errs, c.removeAllBut("log"))
 		} else {

@@ -37,9 +37,13 @@ func TestBootstrap(t *testing.T) {
 	if err := c.CephJSON(ctx, &health, "health", "detail"); err != nil {
 		t.Fatal(err)
 	}
-	if health.Status != "HEALTH_OK" {
-		out, _ := c.Ceph(ctx, "health", "detail")
-		t.Errorf("health %s, want HEALTH_OK:\n%s", health.Status, out)
+	// Only what a loaded CI machine causes by itself may be reported.
+	transient := map[string]bool{"SLOW_OPS": true, "MDS_SLOW_METADATA_IO": true, "MDS_SLOW_REQUEST": true}
+	for check := range health.Checks {
+		if !transient[check] {
+			out, _ := c.Ceph(ctx, "health", "detail")
+			t.Errorf("health %s reports %s; want HEALTH_OK:\n%s", health.Status, check, out)
+		}
 	}
 	if ok, _ := c.mdsActive(ctx); !ok {
 		t.Errorf("rank 0 of %s is not up:active", FSName)
@@ -159,6 +163,23 @@ func TestFuse(t *testing.T) {
 	if err != nil || string(got) != "hello ceph\n" {
 		t.Errorf("admin reads %q, %v; want the confined client's write", got, err)
 	}
+	// Evicting the confined client's sessions fences its mount.
+	t.Run("evict", func(t *testing.T) {
+		mnt := c.MountFuse(t, path, user)
+		if err := c.Evict(ctx, "auth_name="+user.Name); err != nil {
+			t.Fatal(err)
+		}
+		err := os.WriteFile(filepath.Join(mnt, "after-evict"), []byte("x"), 0o644)
+		if !errors.Is(err, syscall.ESHUTDOWN) && !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("write after evicting client.%s: %v, want ESHUTDOWN (or ENOENT for the fenced root)", user.Name, err)
+		}
+	})
+	if _, err := os.Stat(filepath.Join(root, path, "after-evict")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the evicted client's write landed (stat: %v)", err)
+	}
+	if err := c.Evict(ctx); err == nil {
+		t.Error("Evict with no filter succeeded; it must refuse to evict everyone")
+	}
 	// The MDS enforces the path: the confined client cannot mount the root.
 	if dir, err := c.mountFuse(t, "/", user); err == nil {
 		t.Errorf("client.%s mounted / at %s; want refused", user.Name, dir)
@@ -183,9 +204,14 @@ func TestRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	// A client that stays mounted through the restart reconnects.
+	live := c.MountFuse(t, path, Client{})
 	before := c.PIDs()
 	if err := c.Restart(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(live, "after-restart"), []byte("live"), 0o644); err != nil {
+		t.Errorf("the mount kept through the restart: %v", err)
 	}
 	after := c.PIDs()
 	if len(after) != 4 {
@@ -204,6 +230,9 @@ func TestRestart(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(mnt, "data"))
 	if err != nil || !bytes.Equal(got, data) {
 		t.Errorf("after restart read %d bytes (%v), want the %d written", len(got), err, len(data))
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "after-restart")); err != nil || string(got) != "live" {
+		t.Errorf("a new mount reads %q (%v) of what the kept mount wrote after the restart", got, err)
 	}
 }
 
