@@ -56,10 +56,16 @@ func runFailover(ctx context.Context, o *options) error {
 	statePath, err := untilAPI(ctx, "find the state subvolume", func(ctx context.Context) (string, error) {
 		return ceph.SubvolumePath(ctx, f.stateSubvolume, "")
 	})
+	if ctx.Err() != nil {
+		return nil // stopped while starting: nothing served, nothing to undo
+	}
 	if err != nil {
 		return err
 	}
 	ranks, err := untilAPI(ctx, "find the MDS ranks", ceph.Ranks)
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

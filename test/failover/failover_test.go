@@ -426,7 +426,10 @@ func TestFailoverCleanHandover(t *testing.T) {
 	spec.ExportDir, spec.LogFile = r.exportDir, old.spec.LogFile+"-2"
 	r.spec = &spec
 	p.start(t, r)
-	time.Sleep(3 * time.Second)
+	framework.Eventually(t, time.Minute, "the new replica waiting for the Lease", func() (bool, error) {
+		data, err := os.ReadFile(r.spec.LogFile)
+		return bytes.Contains(data, []byte("Passive: waiting for the Lease")), err
+	})
 	if r.ready() {
 		t.Fatal("a second passive replica is ready while the active serves")
 	}
@@ -436,7 +439,10 @@ func TestFailoverCleanHandover(t *testing.T) {
 	}
 	select {
 	case <-r.proc.Exited():
-		t.Logf("a passive replica stopped %s after SIGTERM: %v", time.Since(t1).Round(time.Millisecond), r.proc.ExitErr())
+		t.Logf("a passive replica stopped %s after SIGTERM", time.Since(t1).Round(time.Millisecond))
+		if err := r.proc.ExitErr(); err != nil {
+			t.Errorf("a passive replica exited with %v after SIGTERM", err)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a passive replica still runs 10 s after SIGTERM")
 	}
