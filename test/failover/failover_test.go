@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
 	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
 	"github.com/nfs-provisioner/nfs-provisioner/test/framework/cephbed"
 	"github.com/nfs-provisioner/nfs-provisioner/test/nfsclient"
@@ -192,6 +195,15 @@ func TestFailoverKill(t *testing.T) {
 		t.Errorf("GETATTR size %d, want %d", attr.Filesize, len(before))
 	}
 
+	// The NFSv4 client records the new server read are in RADOS, in the
+	// store's namespace (its identity), not on either replica.
+	ns := pv.Annotations[volume.AnnIdentity]
+	out, err := exec.CommandContext(t.Context(), "rados", "-c", p.bed.ConfPath(), "-p", cephbed.GaneshaPool, "-N", ns, "ls").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "_recov") {
+		t.Errorf("rados ls in namespace %q of pool %s: %q %v, want ganesha's recovery objects", ns, cephbed.GaneshaPool, out, err)
+	} else {
+		t.Logf("recovery database in RADOS namespace %s: %s", ns, strings.Join(strings.Fields(string(out)), " "))
+	}
 	framework.Eventually(t, 60*time.Second, "writes acknowledged after the takeover", func() (bool, error) { return w.count() >= ackedAtKill+10, nil })
 	acked, failures, lastErr := w.finish()
 	t.Logf("writer: %d acknowledged, %d attempts failed during the takeover (last: %v)", len(acked), failures, lastErr)
