@@ -89,12 +89,16 @@ func Dial(ctx context.Context, addr, owner string, opts ...Option) (*Client, err
 	return c, nil
 }
 
-// Redial drops the connection and session, connects again and sets up a
-// new client ID and session with the same owner: what a client does once
-// its server restarted (NFS4ERR_BADSESSION, NFS4ERR_STALE_CLIENTID).
-func (c *Client) Redial(ctx context.Context) error {
+// Reconnect replaces the connection and keeps the session: what a client
+// does first when its connection breaks. The next call tells whether the
+// server still knows the session (NFS4ERR_BADSESSION if it restarted).
+func (c *Client) Reconnect(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.reconnectLocked(ctx)
+}
+
+func (c *Client) reconnectLocked(ctx context.Context) error {
 	if c.conn != nil {
 		_ = c.conn.close()
 		c.conn = nil
@@ -104,6 +108,19 @@ func (c *Client) Redial(ctx context.Context) error {
 		return fmt.Errorf("nfs41: dial %s: %w", c.addr, err)
 	}
 	c.conn = cn
+	return nil
+}
+
+// Redial connects again and sets up a new client ID and session with the
+// same owner: what a client does once its server restarted
+// (NFS4ERR_BADSESSION, NFS4ERR_STALE_CLIENTID). Its opens are then to be
+// reclaimed with ReclaimOpen.
+func (c *Client) Redial(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.reconnectLocked(ctx); err != nil {
+		return err
+	}
 	if err := c.exchangeID(ctx); err != nil {
 		return err
 	}
