@@ -94,6 +94,19 @@ func TestFailoverNFSv41Reclaim(t *testing.T) {
 		t.Fatalf("server scope/owner %q/%q after the takeover, %q/%q before: a client may not reclaim",
 			c.ServerScope, c.ServerOwner, scope, owner)
 	}
+	// The new server is in its grace period: a new client's non-reclaim
+	// OPEN waits (NFS4ERR_GRACE), while the held open is reclaimed.
+	other, err := nfs41.Dial(ctx, addr, "nfs41-failover-other-"+p.ns, nfs41.WithAuthSys(999, 999))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.ReclaimComplete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Open(ctx, dir, "new-during-grace", true); !errors.Is(err, nfs41.ErrGrace) {
+		t.Errorf("a new client's OPEN %s after the kill: %v, want NFS4ERR_GRACE", time.Since(t0).Round(time.Millisecond), err)
+	}
 	reclaimed, err := c.ReclaimOpen(ctx, f.FH)
 	if err != nil {
 		t.Fatalf("OPEN CLAIM_PREVIOUS %s after the kill, %s after the first answer: %v",
@@ -125,6 +138,20 @@ func TestFailoverNFSv41Reclaim(t *testing.T) {
 	if fh, err := c.LookupPath(ctx, pv.Spec.NFS.Path+"/held"); err != nil || !bytes.Equal(fh, f.FH) {
 		t.Fatalf("LOOKUP after the takeover: %x %v, want the held handle %x", fh, err, f.FH)
 	}
+	// Every client the old server knew has reclaimed: the grace period
+	// may end early, and new opens go through.
+	framework.Eventually(t, time.Minute, "a new OPEN after the grace period", func() (bool, error) {
+		nf, err := other.Open(ctx, dir, "new-after-grace", true)
+		if errors.Is(err, nfs41.ErrGrace) {
+			return false, nil
+		}
+		if err == nil {
+			err = other.CloseFile(ctx, nf)
+		}
+		return err == nil, err
+	})
+	t.Logf("FIGURE new NFSv4.1 opens accepted %s after the kill, %s after the first answer of the new active",
+		time.Since(t0).Round(time.Millisecond), time.Since(tAnswer).Round(time.Millisecond))
 	if err := c.CloseFile(ctx, reclaimed); err != nil {
 		t.Fatal(err)
 	}
