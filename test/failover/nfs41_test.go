@@ -59,7 +59,8 @@ func TestFailoverNFSv41Reclaim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("killed the active replica's processes %v, holding an open of %x", killed, f.FH)
+	// Wall-clock times, to set beside the replicas' logs.
+	t.Logf("killed the active replica's processes %v at %s, holding an open of %x", killed, t0.Format("15:04:05.000"), f.FH)
 
 	// As a client does: a new connection, and the old session on it.
 	var oldSession error
@@ -79,7 +80,7 @@ func TestFailoverNFSv41Reclaim(t *testing.T) {
 		oldSession = err
 		return nil
 	}))
-	t.Logf("the old session through the new active, %s after the kill: %v", tAnswer.Sub(t0).Round(time.Millisecond), oldSession)
+	t.Logf("the old session through the new active at %s, %s after the kill: %v", tAnswer.Format("15:04:05.000"), tAnswer.Sub(t0).Round(time.Millisecond), oldSession)
 	if errors.Is(oldSession, nfs41.ErrStale) {
 		t.Fatalf("NFS4ERR_STALE for the held handle: %v", oldSession)
 	}
@@ -150,8 +151,8 @@ func TestFailoverNFSv41Reclaim(t *testing.T) {
 		}
 		return err == nil, err
 	})
-	t.Logf("FIGURE new NFSv4.1 opens accepted %s after the kill, %s after the first answer of the new active",
-		time.Since(t0).Round(time.Millisecond), time.Since(tAnswer).Round(time.Millisecond))
+	t.Logf("FIGURE new NFSv4.1 opens accepted at %s, %s after the kill, %s after the first answer of the new active",
+		time.Now().Format("15:04:05.000"), time.Since(t0).Round(time.Millisecond), time.Since(tAnswer).Round(time.Millisecond))
 	if err := c.CloseFile(ctx, reclaimed); err != nil {
 		t.Fatal(err)
 	}
