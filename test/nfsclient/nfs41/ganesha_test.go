@@ -15,17 +15,9 @@ import (
 	"time"
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
+	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
 	"github.com/nfs-provisioner/nfs-provisioner/test/nfsclient/nfs41"
 )
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // startGanesha serves a fresh directory as /data over NFSv4 (the project's
 // rendered config, VFS, grace seconds of grace after every start).
@@ -36,9 +28,13 @@ func startGanesha(t *testing.T, grace int) (s *ganesha.Server, addr, data string
 	if err := os.MkdirAll(data, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
-	s, err := ganesha.NewServer(ganesha.Config{StateDir: filepath.Join(root, "state"), BindAddress: "127.0.0.1",
-		NFSPort: port, MountdPort: freePort(t), GracePeriod: grace})
+	ports, err := framework.FreePorts(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ports[0]
+	s, err = ganesha.NewServer(ganesha.Config{StateDir: filepath.Join(root, "state"), BindAddress: "127.0.0.1",
+		NFSPort: port, MountdPort: ports[1], GracePeriod: grace})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +51,25 @@ func startGanesha(t *testing.T, grace int) (s *ganesha.Server, addr, data string
 		t.Fatal(err)
 	}
 	return s, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), data
+}
+
+// session dials addr as a new client with nothing to reclaim and looks up
+// the export /data.
+func session(ctx context.Context, t *testing.T, addr, owner string) (*nfs41.Client, nfs41.FH) {
+	t.Helper()
+	c, err := nfs41.Dial(ctx, addr, fmt.Sprintf("%s-%d", owner, os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if err := c.ReclaimComplete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := c.LookupPath(ctx, "/data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, dir
 }
 
 // untilNoGrace retries f while the server answers NFS4ERR_GRACE (a new
@@ -85,18 +100,7 @@ func TestAgainstGanesha(t *testing.T) {
 	_, addr, data := startGanesha(t, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := nfs41.Dial(ctx, addr, fmt.Sprintf("nfs41-test-%d", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.ReclaimComplete(ctx); err != nil {
-		t.Fatal(err)
-	}
-	dir, err := c.LookupPath(ctx, "/data")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, dir := session(ctx, t, addr, "nfs41-test")
 	f, err := c.Open(ctx, dir, "f", true)
 	if err != nil {
 		t.Fatal(err)
@@ -156,18 +160,7 @@ func TestReclaimAfterGaneshaCrash(t *testing.T) {
 	s, addr, data := startGanesha(t, grace)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c, err := nfs41.Dial(ctx, addr, fmt.Sprintf("nfs41-reclaim-%d", os.Getpid()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.ReclaimComplete(ctx); err != nil {
-		t.Fatal(err)
-	}
-	dir, err := c.LookupPath(ctx, "/data")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, dir := session(ctx, t, addr, "nfs41-reclaim")
 	var f *nfs41.File
 	untilNoGrace(t, 2*grace*time.Second, func() (err error) {
 		f, err = c.Open(ctx, dir, "f", true)
@@ -198,7 +191,7 @@ func TestReclaimAfterGaneshaCrash(t *testing.T) {
 	if err := c.Reconnect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.GetAttrSize(ctx, f.FH)
+	_, err := c.GetAttrSize(ctx, f.FH)
 	t.Logf("the old session on a new connection: %v", err)
 	if !errors.Is(err, nfs41.ErrBadSession) {
 		t.Fatalf("the old session after the restart: %v, want NFS4ERR_BADSESSION", err)
