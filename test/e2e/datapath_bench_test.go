@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
 	"github.com/nfs-provisioner/nfs-provisioner/test/nfsclient"
 )
 
@@ -32,6 +33,13 @@ import (
 //     so over v4 only reads are sequential; v4 writes are 3000-byte files,
 //     one nfs-cp process each (process start included).
 //
+// The local side of a directory volume is another directory of the store's
+// filesystem. The local side of a filesystem volume (fsType xfs, ext4) is a
+// second volume of the same class and size, used only locally: the same
+// kind of filesystem on the same kind of loop device over an image in the
+// same store, so the comparison is fair, and nothing is written behind
+// ganesha's back into the volume NFS clients use.
+//
 // Local equivalents: sequential write = 1 MiB writes then one fsync;
 // sequential read = read of the file just written (page cache, as the
 // server's); synced 4 KiB = pwrite then fdatasync, 500 times; small files =
@@ -45,13 +53,15 @@ const (
 	smallSize   = 3000
 )
 
-// dataPathKinds are the kinds of volume measured. Filesystem volumes slot
-// in here once they land: a StorageClass parameter choosing the kind.
+// dataPathKinds are the kinds of volume measured, each chosen by its
+// StorageClass parameters.
 var dataPathKinds = []struct {
 	kind   string
 	params map[string]string
 }{
 	{"directory", nil},
+	{"xfs", map[string]string{"fsType": "xfs"}},
+	{"ext4", map[string]string{"fsType": "ext4"}},
 }
 
 // dataPathRow is one line of the table: the same work, local and over NFS.
@@ -93,16 +103,28 @@ func benchDataPathKind(b *testing.B, kind string, params map[string]string) []da
 	createClaim(b, c, claim(ns, "data", class, "1Gi"))
 	pv := waitBound(b, c, ns, "data")
 	b.Cleanup(func() { deletePVsOf(b, c, p.cfg.Name) })
-	localDir := filepath.Join(p.cfg.ExportDir, strings.TrimPrefix(pv.Spec.NFS.Path, "/"))
-	if st, err := os.Stat(localDir); err != nil || !st.IsDir() {
-		b.Fatalf("volume %s not found in the store at %s: %v", pv.Name, localDir, err)
-	}
-	// The local runs use another directory of the same filesystem (both
-	// are temporary directories), so that nothing is written behind
-	// ganesha's back inside an export, nor left in the store.
-	localWork := b.TempDir()
-	if same, err := sameFilesystem(localWork, localDir); err != nil || !same {
-		b.Fatalf("local work dir %s is not on the store's filesystem (%v)", localWork, err)
+	var localWork string
+	if params == nil {
+		localDir := filepath.Join(p.cfg.ExportDir, strings.TrimPrefix(pv.Spec.NFS.Path, "/"))
+		if st, err := os.Stat(localDir); err != nil || !st.IsDir() {
+			b.Fatalf("volume %s not found in the store at %s: %v", pv.Name, localDir, err)
+		}
+		// The local runs use another directory of the same filesystem
+		// (both are temporary directories), so that nothing is written
+		// behind ganesha's back inside an export, nor left in the store.
+		localWork = b.TempDir()
+		if same, err := sameFilesystem(localWork, localDir); err != nil || !same {
+			b.Fatalf("local work dir %s is not on the store's filesystem (%v)", localWork, err)
+		}
+	} else {
+		// A twin volume, mounted like the measured one, for the local runs.
+		createClaim(b, c, claim(ns, "local", class, "1Gi"))
+		twin := waitBound(b, c, ns, "local")
+		_, measured := fsPaths(p, pv.Annotations[volume.AnnDirectory])
+		_, localWork = fsPaths(p, twin.Annotations[volume.AnnDirectory])
+		if err := sameFilesystemKind(localWork, measured); err != nil {
+			b.Fatal(err)
+		}
 	}
 	ctx := b.Context()
 	v3, v3lib, v4 := p.target(pv, 3), p.target(pv, 3), p.target(pv, 4)
@@ -254,6 +276,23 @@ type countingWriter struct{ n int64 }
 func (w *countingWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }
 
 func fdatasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
+
+// sameFilesystemKind checks that local and measured are the roots of two
+// distinct filesystems of one type: a filesystem volume and its twin.
+func sameFilesystemKind(local, measured string) error {
+	var sl, sm unix.Statfs_t
+	if err := unix.Statfs(local, &sl); err != nil {
+		return err
+	}
+	if err := unix.Statfs(measured, &sm); err != nil {
+		return err
+	}
+	if same, err := sameFilesystem(local, measured); err != nil || same || sl.Type != sm.Type || sl.Blocks != sm.Blocks {
+		return fmt.Errorf("twin volume %s (type %#x, %d blocks) is not a filesystem like %s (type %#x, %d blocks) of its own (%v)",
+			local, sl.Type, sl.Blocks, measured, sm.Type, sm.Blocks, err)
+	}
+	return nil
+}
 
 func sameFilesystem(a, b string) (bool, error) {
 	var sa, sb unix.Stat_t
