@@ -3,8 +3,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -63,6 +66,7 @@ func benchmarkBurst(b *testing.B, n int) {
 		} else {
 			ganeshaRSS = g.RSS
 		}
+		heap := goMemstats(b, p)
 		floor := bindFloor(b, env, n)
 
 		b.ReportMetric(total.Seconds(), "s-all-bound")
@@ -76,10 +80,12 @@ func benchmarkBurst(b *testing.B, n int) {
 		b.ReportMetric(float64(mem.PeakRSS)/1e6, "MB-provisioner-peak")
 		b.ReportMetric(float64(ganeshaRSS)/1e6, "MB-ganesha-RSS")
 		b.ReportMetric(cpu.Seconds(), "s-provisioner-CPU")
-		b.Logf("%d claims: all Bound in %v (%.2fx the floor of %v); per claim p50 %v, p99 %v; provisioner RSS %.1f MB (anon %.1f, file %.1f, peak %.1f), CPU %.1f s during the burst; ganesha RSS %.1f MB",
+		b.ReportMetric(heap["next_gc_bytes"]/1e6, "MB-heap-goal")
+		b.ReportMetric(heap["heap_inuse_bytes"]/1e6, "MB-heap-inuse")
+		b.Logf("%d claims: all Bound in %v (%.2fx the floor of %v); per claim p50 %v, p99 %v; provisioner RSS %.1f MB (anon %.1f, file %.1f, peak %.1f, heap goal %.1f), CPU %.1f s during the burst; ganesha RSS %.1f MB",
 			n, total.Round(time.Millisecond), total.Seconds()/floor.Seconds(), floor.Round(time.Millisecond),
 			percentile(latencies, 50), percentile(latencies, 99),
-			float64(mem.RSS)/1e6, float64(mem.Anon)/1e6, float64(mem.File)/1e6, float64(mem.PeakRSS)/1e6, cpu.Seconds(), float64(ganeshaRSS)/1e6)
+			float64(mem.RSS)/1e6, float64(mem.Anon)/1e6, float64(mem.File)/1e6, float64(mem.PeakRSS)/1e6, heap["next_gc_bytes"]/1e6, cpu.Seconds(), float64(ganeshaRSS)/1e6)
 	}
 }
 
@@ -222,6 +228,33 @@ func percentile(d []time.Duration, p int) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[min(len(s)-1, (len(s)*p+99)/100-1)]
+}
+
+// goMemstats reads the provisioner's go_memstats_* gauges from its /metrics.
+// next_gc_bytes, the heap goal, follows the heap that was live at the last
+// collection (twice it, with GOGC=100, unless GOMEMLIMIT is nearer), so it
+// shows what a change to the live heap buys with less noise than RSS.
+func goMemstats(b *testing.B, p *testProvisioner) map[string]float64 {
+	b.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", p.httpPort))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := map[string]float64{}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if rest, isMem := strings.CutPrefix(name, "go_memstats_"); ok && isMem {
+			if v, err := strconv.ParseFloat(value, 64); err == nil {
+				out[rest] = v
+			}
+		}
+	}
+	return out
 }
 
 // deletePVsOf removes the PVs a benchmark's provisioner left, so later
