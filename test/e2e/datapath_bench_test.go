@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,11 +47,16 @@ import (
 // create, write 3000 bytes, fsync, close.
 
 const (
-	seqSize     = 64 << 20
-	syncedBlock = 4 << 10
-	syncedCount = 500
-	smallFiles  = 50
-	smallSize   = 3000
+	// dataPathReps is how many times each figure is measured, locally and
+	// over NFS in turn; the table has the medians, so that another
+	// process's burst of I/O on a shared disk moves one sample, not the
+	// figure.
+	dataPathReps = 3
+	seqSize      = 64 << 20
+	syncedBlock  = 4 << 10
+	syncedCount  = 500
+	smallFiles   = 50
+	smallSize    = 3000
 )
 
 // dataPathKinds are the kinds of volume measured, each chosen by its
@@ -137,6 +143,9 @@ func benchDataPathKind(b *testing.B, kind string, params map[string]string) []da
 		b.Fatal(err)
 	}
 	mbps := func(d time.Duration) float64 { return float64(seqSize) / 1e6 / d.Seconds() }
+	opsps := func(n int) func(time.Duration) float64 {
+		return func(d time.Duration) float64 { return float64(n) / d.Seconds() }
+	}
 	timed := func(what string, fn func() error) time.Duration {
 		b.Helper()
 		start := time.Now()
@@ -147,63 +156,84 @@ func benchDataPathKind(b *testing.B, kind string, params map[string]string) []da
 	}
 
 	var rows []dataPathRow
-	row := func(work, client, unit string, local, nfs float64) {
-		rows = append(rows, dataPathRow{kind: kind, work: work, client: client, unit: unit, local: local, nfs: nfs})
+	// row measures one work dataPathReps times locally and over NFS,
+	// alternating, and keeps the medians. Writes get a fresh file each
+	// time (rep numbers it).
+	row := func(work, client, unit string, rate func(time.Duration) float64, local, remote func(rep int) error) {
+		b.Helper()
+		var l, n []float64
+		for rep := range dataPathReps {
+			l = append(l, rate(timed("local "+work, func() error { return local(rep) })))
+			n = append(n, rate(timed(client+" "+work, func() error { return remote(rep) })))
+		}
+		rows = append(rows, dataPathRow{kind: kind, work: work, client: client, unit: unit, local: median(l), nfs: median(n)})
+	}
+	localFile := func(name string, rep int) string { return filepath.Join(localWork, fmt.Sprintf("%s-%d", name, rep)) }
+	nfsFile := func(name string, rep int) string { return fmt.Sprintf("%s-%d", name, rep) }
+	readLocal := func(path string) error {
+		got, err := os.ReadFile(path)
+		if err == nil && len(got) != seqSize {
+			err = fmt.Errorf("read %d bytes, want %d", len(got), seqSize)
+		}
+		return err
 	}
 
 	// Sequential write.
-	localW := mbps(timed("local sequential write", func() error { return writeLocal(filepath.Join(localWork, "seq"), data) }))
-	row("seq write", "v3 go", "MB/s", localW, mbps(timed("v3 go write", func() error { return nfsclient.WriteFile(ctx, v3, "seq-go", data) })))
-	row("seq write", "v3 libnfs", "MB/s", localW, mbps(timed("v3 nfs-cp", func() error { return runTool(ctx, "nfs-cp", src, v3lib.URL("seq-libnfs")) })))
+	row("seq write", "v3 go", "MB/s", mbps,
+		func(rep int) error { return writeLocal(localFile("seq-go", rep), data) },
+		func(rep int) error { return nfsclient.WriteFile(ctx, v3, nfsFile("seq-go", rep), data) })
+	row("seq write", "v3 libnfs", "MB/s", mbps,
+		func(rep int) error { return writeLocal(localFile("seq-libnfs", rep), data) },
+		func(rep int) error { return runTool(ctx, "nfs-cp", src, v3lib.URL(nfsFile("seq-libnfs", rep))) })
 
-	// Sequential read of what was just written.
-	localR := mbps(timed("local read", func() error {
-		got, err := os.ReadFile(filepath.Join(localWork, "seq"))
-		if err == nil && len(got) != seqSize {
-			err = fmt.Errorf("read %d bytes, want %d", len(got), seqSize)
-		}
-		return err
-	}))
-	row("seq read", "v3 go", "MB/s", localR, mbps(timed("v3 go read", func() error {
-		got, err := nfsclient.ReadFile(ctx, v3, "seq-go")
-		if err == nil && len(got) != seqSize {
-			err = fmt.Errorf("read %d bytes, want %d", len(got), seqSize)
-		}
-		return err
-	})))
-	row("seq read", "v3 libnfs", "MB/s", localR, mbps(timed("v3 nfs-cat", func() error { return readTool(ctx, v3lib.URL("seq-libnfs"), seqSize) })))
-	row("seq read", "v4.0 libnfs", "MB/s", localR, mbps(timed("v4 nfs-cat", func() error { return readTool(ctx, v4.URL("seq-libnfs"), seqSize) })))
+	// Sequential read of what was just written (the first of each).
+	row("seq read", "v3 go", "MB/s", mbps,
+		func(int) error { return readLocal(localFile("seq-go", 0)) },
+		func(int) error {
+			got, err := nfsclient.ReadFile(ctx, v3, nfsFile("seq-go", 0))
+			if err == nil && len(got) != seqSize {
+				err = fmt.Errorf("read %d bytes, want %d", len(got), seqSize)
+			}
+			return err
+		})
+	row("seq read", "v3 libnfs", "MB/s", mbps,
+		func(int) error { return readLocal(localFile("seq-libnfs", 0)) },
+		func(int) error { return readTool(ctx, v3lib.URL(nfsFile("seq-libnfs", 0)), seqSize) })
+	row("seq read", "v4.0 libnfs", "MB/s", mbps,
+		func(int) error { return readLocal(localFile("seq-libnfs", 0)) },
+		func(int) error { return readTool(ctx, v4.URL(nfsFile("seq-libnfs", 0)), seqSize) })
 
 	// 4 KiB writes, each on stable storage before the next.
 	block := data[:syncedBlock]
-	opsps := func(n int, d time.Duration) float64 { return float64(n) / d.Seconds() }
-	localS := opsps(syncedCount, timed("local synced writes", func() error { return syncedLocal(filepath.Join(localWork, "synced"), block, syncedCount) }))
-	row("4KiB write+sync", "v3 go", "ops/s", localS, opsps(syncedCount, timed("v3 synced writes", func() error {
-		return nfsclient.SyncedWrites(ctx, v3, "synced", block, syncedCount)
-	})))
+	row("4KiB write+sync", "v3 go", "ops/s", opsps(syncedCount),
+		func(rep int) error { return syncedLocal(localFile("synced", rep), block, syncedCount) },
+		func(rep int) error {
+			return nfsclient.SyncedWrites(ctx, v3, nfsFile("synced", rep), block, syncedCount)
+		})
 
 	// Small files over NFSv4 (libnfs writes at most ~3 KB per call).
 	small := data[:smallSize]
-	localF := opsps(smallFiles, timed("local small files", func() error {
-		for i := range smallFiles {
-			if err := writeLocal(filepath.Join(localWork, fmt.Sprintf("small-%d", i)), small); err != nil {
-				return err
-			}
-		}
-		return nil
-	}))
 	smallSrc := filepath.Join(b.TempDir(), "small")
 	if err := os.WriteFile(smallSrc, small, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	row("3000B file create", "v4.0 libnfs (process each)", "files/s", localF, opsps(smallFiles, timed("v4 small files", func() error {
-		for i := range smallFiles {
-			if err := runTool(ctx, "nfs-cp", smallSrc, v4.URL(fmt.Sprintf("small-%d", i))); err != nil {
-				return err
+	row("3000B file create", "v4.0 libnfs (process each)", "files/s", opsps(smallFiles),
+		func(rep int) error {
+			for i := range smallFiles {
+				if err := writeLocal(localFile(fmt.Sprintf("small-%d", i), rep), small); err != nil {
+					return err
+				}
 			}
-		}
-		return nil
-	})))
+			return nil
+		},
+		func(rep int) error {
+			for i := range smallFiles {
+				if err := runTool(ctx, "nfs-cp", smallSrc, v4.URL(nfsFile(fmt.Sprintf("small-%d", i), rep))); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	return rows
 }
 
@@ -276,6 +306,12 @@ type countingWriter struct{ n int64 }
 func (w *countingWriter) Write(p []byte) (int, error) { w.n += int64(len(p)); return len(p), nil }
 
 func fdatasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
 
 // sameFilesystemKind checks that local and measured are the roots of two
 // distinct filesystems of one type: a filesystem volume and its twin.
