@@ -17,6 +17,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
+	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
 	"github.com/nfs-provisioner/nfs-provisioner/test/nfsclient"
 )
 
@@ -70,10 +71,14 @@ var dataPathKinds = []struct {
 	{"ext4", map[string]string{"fsType": "ext4"}},
 }
 
-// dataPathRow is one line of the table: the same work, local and over NFS.
+// dataPathRow is one line of the table: the same work, local and over NFS,
+// and the CPU time ganesha spent per unit of the work (milliseconds per MB,
+// per operation or per file). CPU time per unit hardly depends on what else
+// the machine runs, unlike the rates, so it is what tells settings apart on
+// a busy machine.
 type dataPathRow struct {
 	kind, work, client, unit string
-	local, nfs               float64
+	local, nfs, ganeshaCPU   float64
 }
 
 func BenchmarkDataPath(b *testing.B) {
@@ -83,16 +88,18 @@ func BenchmarkDataPath(b *testing.B) {
 			rows = append(rows, benchDataPathKind(b, k.kind, k.params)...)
 		}
 		var tbl strings.Builder
-		fmt.Fprintf(&tbl, "\n| kind | work | client | local | NFS | NFS/local |\n|---|---|---|---|---|---|\n")
+		fmt.Fprintf(&tbl, "\n| kind | work | client | local | NFS | NFS/local | ganesha CPU |\n|---|---|---|---|---|---|---|\n")
 		for _, r := range rows {
 			ratio := "-"
 			if r.local > 0 && r.nfs > 0 {
 				ratio = fmt.Sprintf("%.2f", r.nfs/r.local)
 			}
-			fmt.Fprintf(&tbl, "| %s | %s | %s | %.1f %s | %.1f %s | %s |\n", r.kind, r.work, r.client, r.local, r.unit, r.nfs, r.unit, ratio)
+			per := strings.TrimSuffix(strings.TrimSuffix(r.unit, "/s"), "s") // MB, op, file
+			fmt.Fprintf(&tbl, "| %s | %s | %s | %.1f %s | %.1f %s | %s | %.2f ms/%s |\n", r.kind, r.work, r.client, r.local, r.unit, r.nfs, r.unit, ratio, r.ganeshaCPU, per)
 			metric := strings.ReplaceAll(fmt.Sprintf("%s-%s-%s-%s", r.kind, r.work, r.client, r.unit), " ", "_")
 			b.ReportMetric(r.nfs, metric)
 			b.ReportMetric(r.local, strings.ReplaceAll(fmt.Sprintf("%s-%s-local-%s", r.kind, r.work, r.unit), " ", "_"))
+			b.ReportMetric(r.ganeshaCPU, strings.ReplaceAll(fmt.Sprintf("%s-%s-%s-ganesha-ms/%s", r.kind, r.work, r.client, per), " ", "_"))
 		}
 		b.Log(tbl.String())
 	}
@@ -142,10 +149,18 @@ func benchDataPathKind(b *testing.B, kind string, params map[string]string) []da
 	if err := os.WriteFile(src, data, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	mbps := func(d time.Duration) float64 { return float64(seqSize) / 1e6 / d.Seconds() }
-	opsps := func(n int) func(time.Duration) float64 {
-		return func(d time.Duration) float64 { return float64(n) / d.Seconds() }
+	ganesha, err := framework.ChildNamed(p.proc.PID(), "ganesha.nfsd")
+	if err != nil {
+		b.Fatal(err)
 	}
+	ganeshaCPU := func() time.Duration {
+		cpu, err := framework.CPUOf(ganesha)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return cpu
+	}
+	const seqMB = float64(seqSize) / 1e6
 	timed := func(what string, fn func() error) time.Duration {
 		b.Helper()
 		start := time.Now()
@@ -156,17 +171,19 @@ func benchDataPathKind(b *testing.B, kind string, params map[string]string) []da
 	}
 
 	var rows []dataPathRow
-	// row measures one work dataPathReps times locally and over NFS,
-	// alternating, and keeps the medians. Writes get a fresh file each
-	// time (rep numbers it).
-	row := func(work, client, unit string, rate func(time.Duration) float64, local, remote func(rep int) error) {
+	// row measures one work of amount units dataPathReps times locally and
+	// over NFS, alternating, and keeps the medians. Writes get a fresh file
+	// each time (rep numbers it).
+	row := func(work, client, unit string, amount float64, local, remote func(rep int) error) {
 		b.Helper()
-		var l, n []float64
+		var l, n, cpu []float64
 		for rep := range dataPathReps {
-			l = append(l, rate(timed("local "+work, func() error { return local(rep) })))
-			n = append(n, rate(timed(client+" "+work, func() error { return remote(rep) })))
+			l = append(l, amount/timed("local "+work, func() error { return local(rep) }).Seconds())
+			cpu0 := ganeshaCPU()
+			n = append(n, amount/timed(client+" "+work, func() error { return remote(rep) }).Seconds())
+			cpu = append(cpu, float64((ganeshaCPU()-cpu0).Milliseconds())/amount)
 		}
-		rows = append(rows, dataPathRow{kind: kind, work: work, client: client, unit: unit, local: median(l), nfs: median(n)})
+		rows = append(rows, dataPathRow{kind: kind, work: work, client: client, unit: unit, local: median(l), nfs: median(n), ganeshaCPU: median(cpu)})
 	}
 	localFile := func(name string, rep int) string { return filepath.Join(localWork, fmt.Sprintf("%s-%d", name, rep)) }
 	nfsFile := func(name string, rep int) string { return fmt.Sprintf("%s-%d", name, rep) }
@@ -179,15 +196,15 @@ func benchDataPathKind(b *testing.B, kind string, params map[string]string) []da
 	}
 
 	// Sequential write.
-	row("seq write", "v3 go", "MB/s", mbps,
+	row("seq write", "v3 go", "MB/s", seqMB,
 		func(rep int) error { return writeLocal(localFile("seq-go", rep), data) },
 		func(rep int) error { return nfsclient.WriteFile(ctx, v3, nfsFile("seq-go", rep), data) })
-	row("seq write", "v3 libnfs", "MB/s", mbps,
+	row("seq write", "v3 libnfs", "MB/s", seqMB,
 		func(rep int) error { return writeLocal(localFile("seq-libnfs", rep), data) },
 		func(rep int) error { return runTool(ctx, "nfs-cp", src, v3lib.URL(nfsFile("seq-libnfs", rep))) })
 
 	// Sequential read of what was just written (the first of each).
-	row("seq read", "v3 go", "MB/s", mbps,
+	row("seq read", "v3 go", "MB/s", seqMB,
 		func(int) error { return readLocal(localFile("seq-go", 0)) },
 		func(int) error {
 			got, err := nfsclient.ReadFile(ctx, v3, nfsFile("seq-go", 0))
@@ -196,16 +213,16 @@ func benchDataPathKind(b *testing.B, kind string, params map[string]string) []da
 			}
 			return err
 		})
-	row("seq read", "v3 libnfs", "MB/s", mbps,
+	row("seq read", "v3 libnfs", "MB/s", seqMB,
 		func(int) error { return readLocal(localFile("seq-libnfs", 0)) },
 		func(int) error { return readTool(ctx, v3lib.URL(nfsFile("seq-libnfs", 0)), seqSize) })
-	row("seq read", "v4.0 libnfs", "MB/s", mbps,
+	row("seq read", "v4.0 libnfs", "MB/s", seqMB,
 		func(int) error { return readLocal(localFile("seq-libnfs", 0)) },
 		func(int) error { return readTool(ctx, v4.URL(nfsFile("seq-libnfs", 0)), seqSize) })
 
 	// 4 KiB writes, each on stable storage before the next.
 	block := data[:syncedBlock]
-	row("4KiB write+sync", "v3 go", "ops/s", opsps(syncedCount),
+	row("4KiB write+sync", "v3 go", "ops/s", syncedCount,
 		func(rep int) error { return syncedLocal(localFile("synced", rep), block, syncedCount) },
 		func(rep int) error {
 			return nfsclient.SyncedWrites(ctx, v3, nfsFile("synced", rep), block, syncedCount)
@@ -217,7 +234,7 @@ func benchDataPathKind(b *testing.B, kind string, params map[string]string) []da
 	if err := os.WriteFile(smallSrc, small, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	row("3000B file create", "v4.0 libnfs (process each)", "files/s", opsps(smallFiles),
+	row("3000B file create", "v4.0 libnfs (process each)", "files/s", smallFiles,
 		func(rep int) error {
 			for i := range smallFiles {
 				if err := writeLocal(localFile(fmt.Sprintf("small-%d", i), rep), small); err != nil {
