@@ -30,12 +30,14 @@ build-arm64:
 # deps: Debian packages (ganesha, dbus, rpcbind, NFS clients, MariaDB), the
 # control-plane build (etcd, kube-apiserver, kube-controller-manager) and
 # Helm (hack/helm, for the chart's tests) into caches outside the
-# repository. All are no-ops when already done. Tests find the caches by
+# repository, and prometheus-operator's CRDs (hack/monitoring-crds) into the
+# Go module cache. All are no-ops when already done. Tests find the caches by
 # themselves; CONTROLPLANE_BIN and HELM override them.
 deps:
 	hack/install-deps.sh
 	hack/build-controlplane.sh >/dev/null
 	hack/build-helm.sh >/dev/null
+	cd hack/monitoring-crds && GOWORK=off GOFLAGS=-mod=readonly $(GO) mod download
 
 controlplane:
 	hack/build-controlplane.sh

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -571,6 +572,14 @@ func checkRendered(t *testing.T, objs, db []*unstructured.Unstructured) {
 	if ctr.Resources.Requests.Cpu().IsZero() || ctr.Resources.Requests.Memory().IsZero() {
 		t.Error("no cpu and memory requests")
 	}
+	// GOMEMLIMIT is read by the Go runtime at start, which refuses a
+	// malformed one; it bounds the provisioner alone, so it must leave room
+	// for ganesha under the container's limit.
+	if limit, err := goMemLimit(env["GOMEMLIMIT"].Value); err != nil {
+		t.Error(err)
+	} else if mem := ctr.Resources.Limits.Memory(); mem.IsZero() || limit > mem.Value()/4 {
+		t.Errorf("GOMEMLIMIT %d bytes against a container memory limit of %s: want a limit, at least four times GOMEMLIMIT", limit, mem)
+	}
 	if sts.Spec.Template.Spec.ServiceAccountName != shippedServiceAccount {
 		t.Errorf("serviceAccountName %q", sts.Spec.Template.Spec.ServiceAccountName)
 	}
@@ -845,6 +854,21 @@ func fromUnstructured(t testing.TB, o *unstructured.Unstructured, into any) {
 	}
 }
 
+// goMemLimit parses a GOMEMLIMIT value as the Go runtime does (a byte
+// count with an optional B, KiB, MiB, GiB or TiB suffix).
+func goMemLimit(v string) (int64, error) {
+	m := regexp.MustCompile(`^([0-9]+)(B|KiB|MiB|GiB|TiB)?$`).FindStringSubmatch(v)
+	if m == nil {
+		return 0, fmt.Errorf("GOMEMLIMIT %q: not a byte count with a B, KiB, MiB, GiB or TiB suffix", v)
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("GOMEMLIMIT %q: %w", v, err)
+	}
+	shift := map[string]uint{"": 0, "B": 0, "KiB": 10, "MiB": 20, "GiB": 30, "TiB": 40}[m[2]]
+	return n << shift, nil
+}
+
 // procStatus reads the numeric fields of /proc/<pid>/status that the
 // capability checks need; Cap* fields are hex masks.
 func procStatus(t testing.TB, pid int) map[string]uint64 {
@@ -1108,4 +1132,17 @@ func renderWithComponent(t *testing.T, name string) string {
 		t.Fatalf("kubectl kustomize with component %q: %v", name, err)
 	}
 	return string(out)
+}
+
+func TestGoMemLimitParse(t *testing.T) {
+	for v, want := range map[string]int64{"32MiB": 32 << 20, "1GiB": 1 << 30, "4096": 4096, "10B": 10} {
+		if got, err := goMemLimit(v); err != nil || got != want {
+			t.Errorf("goMemLimit(%q) = %d, %v; want %d", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"", "32MB", "32 MiB", "-1", "1.5GiB", "off"} {
+		if got, err := goMemLimit(v); err == nil {
+			t.Errorf("goMemLimit(%q) = %d, want an error", v, got)
+		}
+	}
 }

@@ -37,8 +37,15 @@ type ProvisionerSpec struct {
 }
 
 // provisionerBuild builds ./cmd/provisioner once per process, so tests run
-// exactly what ships.
+// exactly what ships. $PROVISIONER_BINARY names a binary to run instead, so
+// that benchmarks can compare builds in one checkout.
 var provisionerBuild = sync.OnceValues(func() (string, error) {
+	if bin := os.Getenv("PROVISIONER_BINARY"); bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			return "", fmt.Errorf("$PROVISIONER_BINARY: %w", err)
+		}
+		return bin, nil
+	}
 	wd, err := os.Getwd()
 	if err != nil {
 		return "", err
