@@ -113,6 +113,9 @@ func run(ctx context.Context, o *options) error {
 		return err
 	}
 	defer stopServer()
+	if m, ok := exporter.(*ganesha.ExportManager); ok && ceph.Configured() {
+		go serveRemoteExports(ctx, m, ceph.Serving)
+	}
 
 	if o.httpAddress != "" {
 		// Ready means NFS is served: a Service routes clients to ready pods
