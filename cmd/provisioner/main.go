@@ -114,7 +114,7 @@ func run(ctx context.Context, o *options) error {
 	}
 	defer stopServer()
 	if m, ok := exporter.(*ganesha.ExportManager); ok && ceph.Configured() {
-		go serveRemoteExports(ctx, m, ceph.Serving)
+		go m.ServeRemote(ctx, 10*time.Second, ceph.Serving)
 	}
 
 	if o.httpAddress != "" {

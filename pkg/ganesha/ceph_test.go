@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const testSecret = "AQBfXAdnAAAAABAAn3Yn1ZR4aX9k0cB2QyW8bA=="
@@ -250,5 +251,60 @@ func TestCephExportsNotInIncludesAndUnserved(t *testing.T) {
 	}
 	if u, _ := m.Unserved(ctx); len(u) != 0 {
 		t.Fatalf("still unserved: %v", u)
+	}
+}
+
+// ServeRemote adds the remote exports ganesha does not serve once the
+// cluster serves, and not before.
+func TestServeRemote(t *testing.T) {
+	m, bus, dir := newTestManager(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	local := Export{ID: 3, Path: dir, Pseudo: "/local"}
+	for _, e := range []Export{cephExport(), local} {
+		if err := m.Add(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// As after a restart of ganesha: only the local export is live.
+	bus.mu.Lock()
+	delete(bus.active, 7)
+	bus.mu.Unlock()
+	live := func() bool {
+		bus.mu.Lock()
+		defer bus.mu.Unlock()
+		_, ok := bus.active[7]
+		return ok
+	}
+	calls := 0
+	addedEarly := make(chan bool, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.ServeRemote(ctx, time.Millisecond, func(context.Context) error {
+			calls++
+			switch calls {
+			case 1:
+				return errors.New("no active MDS")
+			case 2:
+				addedEarly <- live()
+			}
+			return nil
+		})
+	}()
+	if <-addedEarly {
+		t.Fatal("the CephFS export was added while the cluster did not serve")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !live() {
+		if time.Now().After(deadline) {
+			t.Fatal("the CephFS export was not served again")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if u, err := m.Unserved(context.Background()); err != nil || len(u) != 0 {
+		t.Fatalf("unserved: %v %v", u, err)
 	}
 }
