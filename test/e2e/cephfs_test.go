@@ -65,7 +65,13 @@ func newCephTestEnv(t *testing.T, extraArgs ...string) cephTestEnv {
 	t.Cleanup(func() { _, _ = bed.Ceph(context.Background(), "auth", "del", "client."+user.Name) })
 	args := append([]string{"-ceph-conf=" + bed.ConfPath(), "-ceph-keyring=" + user.Keyring, "-ceph-user=" + user.Name,
 		"-ceph-subvolume-group=" + group, "-v=2"}, extraArgs...)
-	p := startProvisioner(t, c, provisionerConfig{Namespace: ns, ExtraArgs: args})
+	// ganesha names its CephFS sessions after its host name and the export
+	// ID, and a stopped ganesha leaves them to be reclaimed: the MDS turns
+	// away a second session of the same name. Every provisioner of these
+	// tests runs on this one host, so each gets a host name of its own, as
+	// each pod of a cluster has.
+	wrap := []string{"unshare", "--uts", "sh", "-c", `hostname "$0" && exec "$@"`, "nfsp-" + ns}
+	p := startProvisioner(t, c, provisionerConfig{Namespace: ns, ExtraArgs: args, Wrap: wrap})
 	return cephTestEnv{testEnv: testEnv{c: c, ns: ns, p: p}, bed: bed, group: group, user: user}
 }
 
