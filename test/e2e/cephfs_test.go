@@ -49,7 +49,12 @@ func provisionerCaps(fs, group string) []string {
 
 func newCephTestEnv(t *testing.T, extraArgs ...string) cephTestEnv {
 	t.Helper()
-	bed := cephbed.Shared(t)
+	return newCephTestEnvOn(t, cephbed.Shared(t), extraArgs...)
+}
+
+// newCephTestEnvOn is newCephTestEnv on a cluster of the test's own.
+func newCephTestEnvOn(t *testing.T, bed *cephbed.Cluster, extraArgs ...string) cephTestEnv {
+	t.Helper()
 	c := framework.Shared(t)
 	ns := c.Namespace(t)
 	group := "nfsp-" + ns
@@ -435,8 +440,16 @@ func TestCephFSClusterRestart(t *testing.T) {
 // TestCephFSClusterDownAtStart: the provisioner restarts while the Ceph
 // cluster is down. NFS service of its local volumes does not wait for Ceph,
 // and its CephFS volumes are served again once the cluster is back.
+//
+// On a cluster of its own: an MDS restarted within minutes of a ganesha
+// that stopped with CephFS exports (as the other tests' do) waits for that
+// ganesha's sessions to be reclaimed, which only its successor does
+// (docs/volume-kinds.md, "One host name per ganesha").
 func TestCephFSClusterDownAtStart(t *testing.T) {
-	e := newCephTestEnv(t)
+	if testing.Short() {
+		t.Skip("needs a Ceph cluster")
+	}
+	e := newCephTestEnvOn(t, cephbed.Start(t, cephbed.Options{}))
 	c, ns, p := e.c, e.ns, e.p
 	class := cephClass(t, e, ns+"-ceph", nil)
 	local := ns + "-dir"
