@@ -58,6 +58,8 @@ func TestFlagValidation(t *testing.T) {
 		{[]string{"-nfs-port=2049", "-mountd-port=2049"}, "both 2049"},
 		{[]string{"-provisioner="}, "must not be empty"},
 		{[]string{"-export-dir="}, "must not be empty"},
+		{[]string{"-ceph-conf=ceph.conf"}, "must be absolute paths"},
+		{[]string{"-ceph-conf=/etc/ceph/ceph.conf", "-ceph-keyring=keyring"}, "must be absolute paths"},
 		{[]string{"-kube-api-qps=0"}, "must be positive"},
 		{[]string{"-worker-threads=0"}, "at least 1"},
 		{[]string{"-volume-usage-scan-interval=-1s"}, "must not be negative"},

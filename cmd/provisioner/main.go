@@ -141,6 +141,9 @@ func serve(ctx context.Context, o *options, t *term) error {
 		return err
 	}
 	defer stopServer()
+	if m, ok := exporter.(*ganesha.ExportManager); ok && ceph.Configured() {
+		go m.ServeRemote(ctx, 10*time.Second, ceph.Serving)
+	}
 
 	if t != nil {
 		t.gate.serving(alive)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const testSecret = "AQBfXAdnAAAAABAAn3Yn1ZR4aX9k0cB2QyW8bA=="
@@ -123,9 +124,10 @@ func TestParserRejectsForeignFSAL(t *testing.T) {
 	}
 }
 
-// A CephFS export has no directory on this node: it is included in
-// exports.conf all the same (a local export whose directory is missing is
-// not), its file is root's alone, and a new key needs the export re-added.
+// A CephFS export has no directory on this node, and it is not in
+// exports.conf (TestCephExportsNotInIncludesAndUnserved says why), but its
+// file is kept and reloaded; the file is root's alone, and a new key needs
+// the export re-added.
 func TestManagerCephExport(t *testing.T) {
 	m, _, dir := newTestManager(t)
 	ctx := context.Background()
@@ -159,8 +161,8 @@ func TestManagerCephExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(inc), "7.conf") || strings.Contains(string(inc), "9.conf") {
-		t.Errorf("exports.conf after a restart (want 7, not the missing local 9):\n%s", inc)
+	if strings.Contains(string(inc), "7.conf") || strings.Contains(string(inc), "9.conf") {
+		t.Errorf("exports.conf after a restart (want neither the CephFS 7 nor the missing local 9):\n%s", inc)
 	}
 	if got := m2.known[7]; got.FSAL != e.FSAL {
 		t.Errorf("reloaded FSAL %+v", got.FSAL)
@@ -207,5 +209,102 @@ func TestFindCephPlugin(t *testing.T) {
 	globs := []string{filepath.Join(t.TempDir(), "*", "ganesha", "libfsalceph.so")}
 	if _, err := findPlugin(globs, "libfsalceph.so", "nfs-ganesha-ceph"); err == nil || !strings.Contains(err.Error(), "install nfs-ganesha-ceph") {
 		t.Fatalf("missing plugin: %v", err)
+	}
+}
+
+// CephFS exports never start with ganesha (a cluster that does not answer
+// would hold its start); Unserved lists them, and what else has a file but
+// is not live, for adding over D-Bus.
+func TestCephExportsNotInIncludesAndUnserved(t *testing.T) {
+	m, bus, dir := newTestManager(t)
+	ctx := context.Background()
+	local := Export{ID: 3, Path: dir, Pseudo: "/local"}
+	for _, e := range []Export{cephExport(), local} {
+		if err := m.Add(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inc, err := os.ReadFile(filepath.Join(dir, "exports.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(inc), "7.conf") || !strings.Contains(string(inc), "3.conf") {
+		t.Fatalf("exports.conf after Add (want 3, never the CephFS 7):\n%s", inc)
+	}
+	if err := m.writeIncludes(); err != nil {
+		t.Fatal(err)
+	}
+	if inc, _ := os.ReadFile(filepath.Join(dir, "exports.conf")); strings.Contains(string(inc), "7.conf") {
+		t.Fatalf("exports.conf after a rewrite:\n%s", inc)
+	}
+	if u, err := m.Unserved(ctx); err != nil || len(u) != 0 {
+		t.Fatalf("Unserved while both are live: %v %v", u, err)
+	}
+	// As after a restart of ganesha: only what exports.conf names is live.
+	delete(bus.active, 7)
+	u, err := m.Unserved(ctx)
+	if err != nil || len(u) != 1 || u[0].ID != 7 || u[0].FSAL != cephExport().FSAL {
+		t.Fatalf("Unserved: %v %v", u, err)
+	}
+	if err := m.Add(ctx, u[0]); err != nil {
+		t.Fatalf("adding it again: %v", err)
+	}
+	if u, _ := m.Unserved(ctx); len(u) != 0 {
+		t.Fatalf("still unserved: %v", u)
+	}
+}
+
+// ServeRemote adds the remote exports ganesha does not serve once the
+// cluster serves, and not before.
+func TestServeRemote(t *testing.T) {
+	m, bus, dir := newTestManager(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	local := Export{ID: 3, Path: dir, Pseudo: "/local"}
+	for _, e := range []Export{cephExport(), local} {
+		if err := m.Add(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// As after a restart of ganesha: only the local export is live.
+	bus.mu.Lock()
+	delete(bus.active, 7)
+	bus.mu.Unlock()
+	live := func() bool {
+		bus.mu.Lock()
+		defer bus.mu.Unlock()
+		_, ok := bus.active[7]
+		return ok
+	}
+	calls := 0
+	addedEarly := make(chan bool, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.ServeRemote(ctx, time.Millisecond, func(context.Context) error {
+			calls++
+			switch calls {
+			case 1:
+				return errors.New("no active MDS")
+			case 2:
+				addedEarly <- live()
+			}
+			return nil
+		})
+	}()
+	if <-addedEarly {
+		t.Fatal("the CephFS export was added while the cluster did not serve")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !live() {
+		if time.Now().After(deadline) {
+			t.Fatal("the CephFS export was not served again")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if u, err := m.Unserved(context.Background()); err != nil || len(u) != 0 {
+		t.Fatalf("unserved: %v %v", u, err)
 	}
 }

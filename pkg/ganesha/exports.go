@@ -132,12 +132,17 @@ func (m *ExportManager) writeIncludesLocked() error {
 		// An export whose directory is gone (a filesystem volume that could
 		// not be mounted again) is left out until it is back: ganesha would
 		// refuse to start, or serve the empty mount point's filesystem.
-		// A CephFS export's path is in the cluster, not here.
-		if k := m.known[id]; k.Local() {
-			if _, err := os.Lstat(k.Path); err != nil {
-				klog.ErrorS(err, "Not serving an export whose directory is missing; its file is kept", "exportID", id, "path", k.Path)
-				continue
-			}
+		k := m.known[id]
+		if !k.Local() {
+			// A CephFS export is never started with ganesha: its start
+			// would wait for the cluster, and NFS service of every other
+			// export with it. It is added over D-Bus once the cluster
+			// answers (Unserved).
+			continue
+		}
+		if _, err := os.Lstat(k.Path); err != nil {
+			klog.ErrorS(err, "Not serving an export whose directory is missing; its file is kept", "exportID", id, "path", k.Path)
+			continue
 		}
 		files = append(files, m.fileOf(id))
 	}
@@ -222,7 +227,7 @@ func (m *ExportManager) Add(ctx context.Context, e Export) error {
 	keep = true
 	_, included := m.known[e.ID]
 	m.known[e.ID] = e
-	if !included {
+	if !included && e.Local() {
 		if err := m.appendIncludeLocked(e.ID); err != nil {
 			delete(m.known, e.ID)
 			os.Remove(final)
@@ -374,6 +379,29 @@ func (m *ExportManager) Remove(ctx context.Context, id uint16) error {
 	}
 	klog.FromContext(ctx).V(2).Info("Export removed", "exportID", id)
 	return nil
+}
+
+// Unserved returns the exports this manager has files for that ganesha
+// does not serve now, sorted by ID: remote (CephFS) exports after a start
+// of ganesha, which never starts with them, and exports whose Add failed.
+func (m *ExportManager) Unserved(ctx context.Context) ([]Export, error) {
+	active, err := m.bus.ShowExports(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list exports: %w", err)
+	}
+	live := map[uint16]bool{}
+	for _, a := range active {
+		live[a.ID] = true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Export
+	for _, id := range slices.Sorted(maps.Keys(m.known)) {
+		if !live[id] {
+			out = append(out, m.known[id])
+		}
+	}
+	return out, nil
 }
 
 // List returns the exports ganesha serves now, sorted by ID, without the

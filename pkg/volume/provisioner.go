@@ -69,6 +69,10 @@ type Provisioner struct {
 	// deleted holds PVs whose Delete finished while their object may still
 	// be there; reconciliation leaves them alone.
 	deleted sync.Map
+	// handedOver holds volumes (name -> time) returned in a PV that the
+	// library may not have saved yet: until a PV naming them is seen, they
+	// are in flight, and their exports are not strays.
+	handedOver sync.Map
 	// trigger asks the reconciler for a pass soon.
 	trigger chan struct{}
 	// volumes is what the last reconciliation pass saw, for metrics.

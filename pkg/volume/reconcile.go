@@ -236,6 +236,7 @@ func (p *Provisioner) readPVs(pvs []v1.PersistentVolume, res *ReconcileResult) (
 			p.warn(pv, ReasonBadAnnotations, fmt.Sprintf("%s; the volume is still served and never removed by reconciliation", strings.Join(problems, "; ")))
 		}
 		named[vol.name] = append(named[vol.name], owned{pv: pv, vol: vol, problems: problems})
+		p.handedOver.Delete(vol.name)
 	}
 	// Forget tombstones of PVs whose object is gone.
 	p.deleted.Range(func(k, _ any) bool {
@@ -435,8 +436,16 @@ func ownExport(e ganesha.Export) (name string, ours bool) {
 	return name, storage.CheckName(name) == nil
 }
 
-// inFlight reports whether an unfinished provision may be making volume name.
+// inFlight reports whether an unfinished provision may be making volume
+// name, or one that finished returned it in a PV that is not saved yet (a
+// pass between the two would otherwise unexport a volume just handed over).
 func (p *Provisioner) inFlight(name string) bool {
+	if t, ok := p.handedOver.Load(name); ok {
+		if p.opts.Clock.Since(t.(time.Time)) < p.opts.IntentGrace {
+			return true
+		}
+		p.handedOver.Delete(name)
+	}
 	o, ok, err := p.opts.State.Owner(name)
 	return err != nil || (ok && o.Provisioning)
 }

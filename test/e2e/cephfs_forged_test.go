@@ -73,7 +73,7 @@ func TestCephFSForgedHandles(t *testing.T) {
 	paths := map[string]string{}
 	pvs := map[string]string{}
 	for _, n := range []string{"a", "b"} {
-		createClaim(t, c, claim(ns, n, class, "8Mi"))
+		e.cephClaim(t, claim(ns, n, class, "8Mi"))
 		pv := waitBound(t, c, ns, n)
 		pvs[n] = pv.Spec.NFS.Path
 		paths[n] = e.subvolumePath(t, pv.Annotations[volume.AnnDirectory])

@@ -143,6 +143,20 @@ func (b *Backend) Available() error {
 	return nil
 }
 
+// Serving reports whether the cluster can serve the filesystem now: the
+// mons answer and say it has an active MDS. A CephFS export added while it
+// cannot would hold ganesha's D-Bus thread for libcephfs's mount timeout.
+func (b *Backend) Serving(ctx context.Context) error {
+	if !b.Configured() {
+		return b.Available()
+	}
+	out, err := b.ceph.run(ctx, "fs", "dump")
+	if err != nil {
+		return fmt.Errorf("CephFS %s: %w", b.opts.Filesystem, err)
+	}
+	return parseActiveMDS(out, b.opts.Filesystem)
+}
+
 // fs runs a ceph command of the mgr volumes module on this backend's
 // filesystem: "fs <verb...> <filesystem> <args...>".
 func (b *Backend) fs(ctx context.Context, verb []string, args ...string) ([]byte, error) {

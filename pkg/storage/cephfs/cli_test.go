@@ -151,3 +151,23 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+func TestParseActiveMDS(t *testing.T) {
+	dump := func(state string) []byte {
+		return []byte(`{"epoch":5,"filesystems":[{"mdsmap":{"fs_name":"other","info":{"gid_1":{"state":"up:active"}}}},{"mdsmap":{"fs_name":"cephfs","info":{"gid_4107":{"state":"` + state + `"}}}}]}`)
+	}
+	if err := parseActiveMDS(dump("up:active"), "cephfs"); err != nil {
+		t.Fatal(err)
+	}
+	if err := parseActiveMDS(dump("up:clientreplay"), "cephfs"); err != nil {
+		t.Fatalf("an MDS waiting for sessions to be reclaimed: %v", err)
+	}
+	for _, state := range []string{"up:replay", "up:reconnect", "up:rejoin"} {
+		if err := parseActiveMDS(dump(state), "cephfs"); err == nil {
+			t.Errorf("MDS %s counted as serving", state)
+		}
+	}
+	if err := parseActiveMDS(dump("up:active"), "nope"); err == nil {
+		t.Error("a missing filesystem counted as serving")
+	}
+}

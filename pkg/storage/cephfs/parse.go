@@ -162,6 +162,38 @@ func parseDataPool(out []byte, fs string) (string, error) {
 	return "", fmt.Errorf("no filesystem %s in this cluster", fs)
 }
 
+// parseActiveMDS reads `fs dump`: nil when filesystem fs has an MDS
+// up:active, or up:clientreplay: an MDS restarted under a ganesha that
+// stopped waits there for ganesha's sessions to be reclaimed, which only
+// ganesha serving its exports again does.
+func parseActiveMDS(out []byte, fs string) error {
+	var dump struct {
+		Filesystems []struct {
+			MDSMap struct {
+				Name string `json:"fs_name"`
+				Info map[string]struct {
+					State string `json:"state"`
+				} `json:"info"`
+			} `json:"mdsmap"`
+		} `json:"filesystems"`
+	}
+	if err := json.Unmarshal(out, &dump); err != nil {
+		return fmt.Errorf("read fs dump: %w", err)
+	}
+	for _, f := range dump.Filesystems {
+		if f.MDSMap.Name != fs {
+			continue
+		}
+		for _, mds := range f.MDSMap.Info {
+			if mds.State == "up:active" || mds.State == "up:clientreplay" {
+				return nil
+			}
+		}
+		return fmt.Errorf("filesystem %s has no active MDS", fs)
+	}
+	return fmt.Errorf("no filesystem %s in this cluster", fs)
+}
+
 // poolSpace is a pool's share of the cluster, from `ceph df`: what it
 // stores and what it can still take, both in bytes of user data (after
 // replication).
