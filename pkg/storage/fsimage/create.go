@@ -96,7 +96,7 @@ func (b *Backend) existing(ctx context.Context, spec storage.Spec) (storage.Volu
 	if _, err := os.Lstat(b.imagePath(spec.Name)); errors.Is(err, os.ErrNotExist) {
 		return storage.Volume{}, false, nil
 	}
-	v, err := b.open(ctx, spec.Name)
+	v, err := b.open(ctx, spec.Name, false)
 	if err != nil {
 		return storage.Volume{}, true, err
 	}
@@ -134,7 +134,9 @@ func (b *Backend) publish(ctx context.Context, tmp string, spec storage.Spec) (s
 	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, image, unix.RENAME_NOREPLACE); err != nil {
 		return storage.Volume{}, fmt.Errorf("name image of volume %s: %w", spec.Name, err)
 	}
-	v, err := b.open(ctx, spec.Name)
+	// Fresh: the image was made by this call, and no loop device backs it
+	// (Clone detached the one it used).
+	v, err := b.open(ctx, spec.Name, true)
 	if err != nil {
 		if cerr := b.close(ctx, spec.Name); cerr == nil {
 			os.Remove(image)

@@ -2,6 +2,7 @@ package fsimage
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -149,4 +150,28 @@ func statfsSize(path string) (total, avail int64, err error) {
 		return 0, 0, err
 	}
 	return int64(st.Blocks) * st.Bsize, int64(st.Bavail) * st.Bsize, nil
+}
+
+// loopDirectIO reports whether the device does direct I/O.
+func loopDirectIO(l loopDevice) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/sys/block/loop%d/loop/dio", l.Index))
+	return err == nil && strings.TrimSpace(string(b)) == "1"
+}
+
+// assertDirectIO checks that the loop device serving image does direct I/O
+// whenever the store lets the image be opened with O_DIRECT.
+func assertDirectIO(t testing.TB, image string) {
+	t.Helper()
+	lp, found, err := findLoop(image)
+	if err != nil || !found {
+		t.Fatalf("no loop device for %s: %v", image, err)
+	}
+	want := false
+	if f, err := os.OpenFile(image, os.O_RDONLY|unix.O_DIRECT, 0); err == nil {
+		f.Close()
+		want = true
+	}
+	if got := loopDirectIO(lp); got != want {
+		t.Errorf("%s serves %s with direct I/O %v; the store accepts O_DIRECT: %v", lp.Path(), image, got, want)
+	}
 }
