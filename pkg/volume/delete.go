@@ -99,6 +99,7 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) (err 
 	}
 	p.reg.release(pv.Name)
 	p.deleted.Store(pv.Name, true)
+	p.handedOver.Delete(v.name)
 	return nil
 }
 

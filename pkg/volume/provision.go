@@ -123,6 +123,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	if err = p.finishOwner(spec.Name, opts.PVName, spec.Kind); err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
+	p.handedOver.Store(spec.Name, p.opts.Clock.Now())
 	pv = p.buildPV(opts, params, v, id)
 	logger.Info("Provisioned volume", "volume", v.Name, "kind", v.Kind, "size", v.Size, "exportID", id,
 		"server", p.opts.Server, "path", PseudoPath(v.Name), "clonedFrom", source)

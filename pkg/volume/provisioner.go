@@ -69,6 +69,11 @@ type Provisioner struct {
 	// deleted holds PVs whose Delete finished while their object may still
 	// be there; reconciliation leaves them alone.
 	deleted sync.Map
+	// handedOver holds the volumes whose PV Provision returned and no
+	// reconciliation pass has seen yet (volume name -> when): the library
+	// saves the PV only after Provision returns, and a pass in between must
+	// not take the volume's export for one whose PV is gone.
+	handedOver sync.Map
 	// trigger asks the reconciler for a pass soon.
 	trigger chan struct{}
 	// volumes is what the last reconciliation pass saw, for metrics.

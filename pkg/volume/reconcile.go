@@ -114,6 +114,14 @@ func (p *Provisioner) Reconcile(ctx context.Context) (res ReconcileResult, err e
 	}
 
 	named, unreadable := p.readPVs(list.Items, &res)
+	// A handed-over volume is protected until a pass sees its PV, or for
+	// IntentGrace: a PV never saved by then was given up by the library.
+	p.handedOver.Range(func(k, at any) bool {
+		if _, seen := named[k.(string)]; seen || p.opts.Clock.Since(at.(time.Time)) >= p.opts.IntentGrace {
+			p.handedOver.Delete(k)
+		}
+		return true
+	})
 	legit := p.checkOwners(named, &res)
 	p.rebuildRegistry(ctx, list.Items, legit, live, &res)
 
@@ -435,8 +443,12 @@ func ownExport(e ganesha.Export) (name string, ours bool) {
 	return name, storage.CheckName(name) == nil
 }
 
-// inFlight reports whether an unfinished provision may be making volume name.
+// inFlight reports whether an unfinished provision may be making volume
+// name, or has handed it over in a PV that the library has not saved yet.
 func (p *Provisioner) inFlight(name string) bool {
+	if _, ok := p.handedOver.Load(name); ok {
+		return true
+	}
 	o, ok, err := p.opts.State.Owner(name)
 	return err != nil || (ok && o.Provisioning)
 }
@@ -471,6 +483,9 @@ func (p *Provisioner) collectLeftovers(ctx context.Context, named map[string][]o
 			seen[name] = true
 			if _, ok := named[name]; ok {
 				continue
+			}
+			if _, ok := p.handedOver.Load(name); ok {
+				continue // its PV is being saved
 			}
 			o, ok, err := p.opts.State.Owner(name)
 			if err == nil && ok && o.Provisioning {
