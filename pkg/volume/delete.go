@@ -45,8 +45,7 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) (err 
 	}
 	logger := klog.FromContext(ctx).WithValues("PV", pv.Name, "volume", v.name, "kind", v.kind, "exportID", v.id)
 
-	p.gate.RLock()
-	defer p.gate.RUnlock()
+	defer p.share()()
 	unlock := p.locks.lock(pv.Name)
 	defer unlock()
 

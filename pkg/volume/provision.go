@@ -48,8 +48,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		}
 	}
 
-	p.gate.RLock()
-	defer p.gate.RUnlock()
+	defer p.share()()
 	unlock := p.locks.lock(opts.PVName)
 	defer unlock()
 

@@ -413,3 +413,34 @@ func TestReconcileKeepsExportOfPVBeingSaved(t *testing.T) {
 		t.Fatalf("the data of the PV never saved was not kept: %v", err)
 	}
 }
+
+// A pass waits for the operations under way to end rather than stall every
+// claim behind it, but not for longer than its limit.
+func TestPassWaitsForOperationsUnderWay(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, -1)
+	release := f.p.share()
+	done := make(chan struct{})
+	go func() {
+		f.p.awaitQuiet(ctx, time.Hour)
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("a pass did not wait for an operation under way")
+	case <-time.After(300 * time.Millisecond):
+	}
+	release()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a pass still waits after the operation ended")
+	}
+
+	defer f.p.share()()
+	start := time.Now()
+	f.p.awaitQuiet(ctx, 200*time.Millisecond)
+	if waited := time.Since(start); waited < 200*time.Millisecond || waited > 10*time.Second {
+		t.Fatalf("with an operation under way for good, a pass waited %v, want its limit of 200ms", waited)
+	}
+}
