@@ -66,7 +66,12 @@ func TestLifecycle(t *testing.T) {
 			if _, err := unix.Getxattr(b.imagePath("pvc-1"), initXattr, make([]byte, 64)); !errors.Is(err, unix.ENODATA) {
 				t.Errorf("init xattr still on the image: %v", err)
 			}
-			// Mounted on buffered I/O, then switched: the image is cached once.
+			// Mounted on buffered I/O; switched to direct I/O by the next
+			// Open (reconciliation opens every volume), so that the image is
+			// cached once.
+			if _, err := b.Open(ctx, "pvc-1"); err != nil {
+				t.Fatal(err)
+			}
 			assertDirectIO(t, b.imagePath("pvc-1"))
 			// statfs reports the volume's own size, not the store's.
 			total, _, err := statfsSize(v.Path)

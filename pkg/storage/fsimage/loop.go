@@ -1,6 +1,7 @@
 package fsimage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
 // loopMajor is the block major number of loop devices (Documentation/admin-guide/devices.txt).
@@ -124,10 +126,14 @@ func openLoop(idx int, flags int) (*os.File, error) {
 // mounting leaks nothing, and unmounting detaches it. The caller mounts it
 // and then closes the returned file (which, before a mount, detaches it).
 //
-// The device starts with buffered I/O: mounting reads what mkfs (or the
-// last user) just wrote, which the page cache still holds; with direct I/O
-// each of those reads went to the disk, and a mount took ten times as
-// long. The caller switches to direct I/O once mounted (setDirectIO).
+// The device does buffered I/O at first. Its first readers are the mount
+// and then the NFS server, which probes the new filesystem for its UUID
+// when it is exported; they read what mkfs (or the last user) just wrote,
+// which the page cache still holds. With direct I/O each of those reads
+// went to the disk: during a burst of claims that made mounts about twice
+// as slow, and each export, which ganesha makes one at a time, slower
+// still. The next Open of the mounted volume (reconciliation opens every
+// volume on every pass) switches the device to direct I/O (useDirectIO).
 func attachLoop(image string) (loopDevice, *os.File, error) {
 	img, err := os.OpenFile(image, os.O_RDWR, 0)
 	if err != nil {
@@ -172,14 +178,23 @@ func attachLoop(image string) (loopDevice, *os.File, error) {
 	return loopDevice{}, nil, fmt.Errorf("no free loop device: %w", last)
 }
 
-// setDirectIO makes the open loop device dev do direct I/O on its backing
-// file (LOOP_SET_DIRECT_IO; the kernel first writes back what is dirty in
-// the page cache): the image's data is then cached once, by the filesystem
-// on the device, not a second time in the host's page cache. Kernels or
-// backing filesystems that refuse it keep buffered I/O, which is correct,
-// only cached twice. It reports whether the device does direct I/O.
-func setDirectIO(dev *os.File) bool {
-	return unix.IoctlSetInt(int(dev.Fd()), unix.LOOP_SET_DIRECT_IO, 1) == nil
+// useDirectIO makes loop device l do direct I/O on its backing file, if it
+// does not yet (LOOP_SET_DIRECT_IO; the kernel first writes back what is
+// dirty in the page cache): the image's data is then cached once, by the
+// filesystem on the device, not a second time in the host's page cache.
+// Kernels or backing filesystems that refuse it keep buffered I/O, which is
+// correct, only cached twice.
+func useDirectIO(ctx context.Context, l loopDevice) {
+	if b, err := os.ReadFile(fmt.Sprintf("/sys/block/loop%d/loop/dio", l.Index)); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return
+	}
+	f, err := openLoop(l.Index, os.O_RDONLY)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	err = unix.IoctlSetInt(int(f.Fd()), unix.LOOP_SET_DIRECT_IO, 1)
+	klog.FromContext(ctx).V(4).Info("Direct I/O on loop device", "device", l.Path(), "err", err)
 }
 
 // detachLoop detaches a loop device (LOOP_CLR_FD). A device still in use is

@@ -95,9 +95,12 @@ func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data s
 	// Served already (a repeated call, a reconciliation pass, a restart)?
 	// Asking the one loop device mounted here is much cheaper than reading
 	// every mount.
-	if ok, err := servedAt(mp, image); err != nil || ok {
+	if lp, ok, err := servedAt(mp, image); err != nil || ok {
 		if ok {
 			thaw(mp) // a clone killed while this filesystem was frozen left it frozen
+			// Mounted by an earlier call, and exported since: now the
+			// device can stop going through the page cache (see attachLoop).
+			useDirectIO(ctx, lp)
 		}
 		return err
 	}
@@ -186,8 +189,7 @@ func attachAndMount(ctx context.Context, image, mp string, kind storage.Kind, da
 	if err := unix.Mount(lp.Path(), mp, string(kind), mountFlags, data); err != nil {
 		return fmt.Errorf("mount %s (%s on %s) at %s: %w", kind, image, lp.Path(), mp, err)
 	}
-	directIO := setDirectIO(dev)
-	logger.V(4).Info("Mounted filesystem image", "image", image, "device", lp.Path(), "reused", found, "directIO", directIO)
+	logger.V(4).Info("Mounted filesystem image", "image", image, "device", lp.Path(), "reused", found)
 	return nil
 }
 
@@ -195,23 +197,22 @@ func attachAndMount(ctx context.Context, image, mp string, kind storage.Kind, da
 // one on a loop device (stat gives its device number) whose backing file
 // is image. With nothing mounted at mp, stat gives the store's own device,
 // which does not back image either.
-func servedAt(mp, image string) (bool, error) {
+func servedAt(mp, image string) (loopDevice, bool, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(mp, &st); err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			return false, nil
+			return loopDevice{}, false, nil
 		}
-		return false, fmt.Errorf("stat %s: %w", mp, err)
+		return loopDevice{}, false, fmt.Errorf("stat %s: %w", mp, err)
 	}
 	if unix.Major(st.Dev) != loopMajor {
-		return false, nil
+		return loopDevice{}, false, nil
 	}
 	var ist unix.Stat_t
 	if err := unix.Stat(image, &ist); err != nil {
-		return false, fmt.Errorf("stat %s: %w", image, err)
+		return loopDevice{}, false, fmt.Errorf("stat %s: %w", image, err)
 	}
-	_, ok, err := loopBacks(int(unix.Minor(st.Dev)), ist)
-	return ok, err
+	return loopBacks(int(unix.Minor(st.Dev)), ist)
 }
 
 // mountedFrom reports whether one of the mounts is of a loop device whose
