@@ -115,6 +115,12 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	if id, err = p.export(ctx, opts.PVName, v, id, params.RootSquash); err != nil {
 		return nil, controller.ProvisioningFinished, err
 	}
+	// Open again, now that it is exported: a backend may finish here what it
+	// put off for the volume's first reads (fsimage moves a new volume's loop
+	// device to direct I/O). The volume is served either way.
+	if _, oerr := backend.Open(ctx, v.Name); oerr != nil {
+		logger.Error(oerr, "Could not open the new volume again once exported; it is served, and the next reconciliation pass opens it", "volume", v.Name)
+	}
 
 	// Handed over: the library saves the PV, or calls Delete if it cannot.
 	// From here the volume may have reached a client, so it is never again

@@ -64,6 +64,32 @@ func fsUUID(t testing.TB, image string, kind storage.Kind) []byte {
 	return uuid
 }
 
+// assertDirectIO checks that the loop device of image does direct I/O
+// whenever the store lets the image be opened with O_DIRECT.
+func assertDirectIO(t testing.TB, image string) {
+	t.Helper()
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range files {
+		if data, err := os.ReadFile(f); err != nil || strings.TrimSpace(string(data)) != image {
+			continue
+		}
+		dio, err := os.ReadFile(filepath.Join(filepath.Dir(f), "dio"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := false
+		if img, err := os.OpenFile(image, os.O_RDONLY|unix.O_DIRECT, 0); err == nil {
+			img.Close()
+			want = true
+		}
+		if got := strings.TrimSpace(string(dio)) == "1"; got != want {
+			t.Fatalf("%s: direct I/O %v; the store accepts O_DIRECT: %v", f, got, want)
+		}
+		return
+	}
+	t.Fatalf("no loop device backs %s", image)
+}
+
 // loopsOf counts the loop devices whose backing file is image.
 func loopsOf(t testing.TB, image string) int {
 	t.Helper()
@@ -109,6 +135,8 @@ func TestFilesystemVolumeLifecycle(t *testing.T) {
 			if mountsAt(t, mp) != 1 || loopsOf(t, image) != 1 {
 				t.Fatalf("volume mounted %d times, attached %d times; want 1 and 1", mountsAt(t, mp), loopsOf(t, image))
 			}
+			// Its data is cached once, by the filesystem on the loop device.
+			assertDirectIO(t, image)
 
 			// The volume's own size over NFS, and the root owned as the class says.
 			target := p.target(pv, 3)

@@ -63,7 +63,9 @@ func contains(kinds []storage.Kind, k storage.Kind) bool {
 
 // Create makes a sparse image under a temporary name, formats it, records
 // the root directory's owner and mode on it, renames it to the volume's
-// name (atomic: a volume's image is always complete), then opens it.
+// name (atomic: a volume's image is always complete), then opens it. Its
+// loop device does buffered I/O until the next Open, which the caller makes
+// once the volume is exported (see attachAndMount).
 func (b *Backend) Create(ctx context.Context, spec storage.Spec) (storage.Volume, bool, error) {
 	if err := b.checkSpec(spec); err != nil {
 		return storage.Volume{}, false, err

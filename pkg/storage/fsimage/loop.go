@@ -126,14 +126,8 @@ func openLoop(idx int, flags int) (*os.File, error) {
 // mounting leaks nothing, and unmounting detaches it. The caller mounts it
 // and then closes the returned file (which, before a mount, detaches it).
 //
-// The device does buffered I/O at first. Its first readers are the mount
-// and then the NFS server, which probes the new filesystem for its UUID
-// when it is exported; they read what mkfs (or the last user) just wrote,
-// which the page cache still holds. With direct I/O each of those reads
-// went to the disk: during a burst of claims that made mounts about twice
-// as slow, and each export, which ganesha makes one at a time, slower
-// still. The next Open of the mounted volume (reconciliation opens every
-// volume on every pass) switches the device to direct I/O (useDirectIO).
+// The device does buffered I/O; the caller moves it to direct I/O once
+// mounted (useDirectIO), or, for a fresh image, later (see attachAndMount).
 func attachLoop(image string) (loopDevice, *os.File, error) {
 	img, err := os.OpenFile(image, os.O_RDWR, 0)
 	if err != nil {

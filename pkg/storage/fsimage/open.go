@@ -98,8 +98,7 @@ func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data s
 	if lp, ok, err := servedAt(mp, image); err != nil || ok {
 		if ok {
 			thaw(mp) // a clone killed while this filesystem was frozen left it frozen
-			// Mounted by an earlier call, and exported since: now the
-			// device can stop going through the page cache (see attachLoop).
+			// A fresh volume's device does buffered I/O until now.
 			useDirectIO(ctx, lp)
 		}
 		return err
@@ -107,7 +106,7 @@ func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data s
 	if fresh {
 		err := os.Mkdir(mp, 0o700)
 		if err == nil {
-			return attachAndMount(ctx, image, mp, kind, data, loopDevice{}, false)
+			return attachAndMount(ctx, image, mp, kind, data, loopDevice{}, false, true)
 		}
 		if !errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("make mount point: %w", err)
@@ -141,14 +140,23 @@ func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data s
 	if err := os.Mkdir(mp, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("make mount point: %w", err)
 	}
-	return attachAndMount(ctx, image, mp, kind, data, lp, found)
+	return attachAndMount(ctx, image, mp, kind, data, lp, found, false)
 }
 
 // attachAndMount mounts image at mp (an existing empty directory, which is
 // removed again if this fails, so that no export serves it unmounted), on
 // loop device lp when found (a device of the image that nothing has
 // mounted), else on a newly attached one.
-func attachAndMount(ctx context.Context, image, mp string, kind storage.Kind, data string, lp loopDevice, found bool) (err error) {
+//
+// The device then does direct I/O on the image: its data is cached once, by
+// the filesystem on the device, not a second time in the host's page cache.
+// A fresh image's device stays on buffered I/O until its next Open: its
+// first readers, the mount and the NFS server's probe of the new filesystem
+// for its UUID when it is exported, then read what mkfs just wrote from the
+// page cache. With direct I/O each of those reads went to the disk: during
+// a burst of claims that made mounts slower, and each export, which ganesha
+// makes one at a time, about twice as slow.
+func attachAndMount(ctx context.Context, image, mp string, kind storage.Kind, data string, lp loopDevice, found, fresh bool) (err error) {
 	logger := klog.FromContext(ctx)
 	defer func() {
 		if err != nil {
@@ -188,6 +196,9 @@ func attachAndMount(ctx context.Context, image, mp string, kind storage.Kind, da
 	}
 	if err := unix.Mount(lp.Path(), mp, string(kind), mountFlags, data); err != nil {
 		return fmt.Errorf("mount %s (%s on %s) at %s: %w", kind, image, lp.Path(), mp, err)
+	}
+	if !fresh {
+		useDirectIO(ctx, lp)
 	}
 	logger.V(4).Info("Mounted filesystem image", "image", image, "device", lp.Path(), "reused", found)
 	return nil
