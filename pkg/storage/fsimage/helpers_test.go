@@ -2,7 +2,6 @@ package fsimage
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -152,12 +151,6 @@ func statfsSize(path string) (total, avail int64, err error) {
 	return int64(st.Blocks) * st.Bsize, int64(st.Bavail) * st.Bsize, nil
 }
 
-// loopDirectIO reports whether the device does direct I/O.
-func loopDirectIO(l loopDevice) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/sys/block/loop%d/loop/dio", l.Index))
-	return err == nil && strings.TrimSpace(string(b)) == "1"
-}
-
 // assertDirectIO checks that the loop device serving image does direct I/O
 // whenever the store lets the image be opened with O_DIRECT.
 func assertDirectIO(t testing.TB, image string) {
@@ -171,7 +164,7 @@ func assertDirectIO(t testing.TB, image string) {
 		f.Close()
 		want = true
 	}
-	if got := loopDirectIO(lp); got != want {
+	if got := directIO(lp); got != want {
 		t.Errorf("%s serves %s with direct I/O %v; the store accepts O_DIRECT: %v", lp.Path(), image, got, want)
 	}
 }

@@ -179,7 +179,7 @@ func attachLoop(image string) (loopDevice, *os.File, error) {
 // Kernels or backing filesystems that refuse it keep buffered I/O, which is
 // correct, only cached twice.
 func useDirectIO(ctx context.Context, l loopDevice) {
-	if b, err := os.ReadFile(fmt.Sprintf("/sys/block/loop%d/loop/dio", l.Index)); err == nil && strings.TrimSpace(string(b)) == "1" {
+	if directIO(l) {
 		return
 	}
 	f, err := openLoop(l.Index, os.O_RDONLY)
@@ -189,6 +189,12 @@ func useDirectIO(ctx context.Context, l loopDevice) {
 	defer f.Close()
 	err = unix.IoctlSetInt(int(f.Fd()), unix.LOOP_SET_DIRECT_IO, 1)
 	klog.FromContext(ctx).V(4).Info("Direct I/O on loop device", "device", l.Path(), "err", err)
+}
+
+// directIO reports whether loop device l does direct I/O.
+func directIO(l loopDevice) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/sys/block/loop%d/loop/dio", l.Index))
+	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
 // detachLoop detaches a loop device (LOOP_CLR_FD). A device still in use is

@@ -189,7 +189,8 @@ func attachAndMount(ctx context.Context, image, mp string, kind storage.Kind, da
 	// libblkid (ganesha asks it for the filesystem UUID it puts in every
 	// handle) trusts its cache of /dev/loopN for up to 200 s unless the
 	// node is newer than the cache entry: without this, a loop device
-	// reused for another image is given the previous image's UUID.
+	// reused for another image is given the previous image's UUID. (The
+	// ganesha we run has no cache file; one run by others may.)
 	now := time.Now()
 	if err := os.Chtimes(lp.Path(), now, now); err != nil {
 		return fmt.Errorf("touch %s: %w", lp.Path(), err)
