@@ -365,6 +365,15 @@ func (s *Server) startGaneshaLocked(ctx context.Context) error {
 		args: []string{"-F", "-f", s.paths.mainConf, "-L", "STDERR", "-p", s.paths.ganeshaPid,
 			"-N", "NIV_" + s.cfg.LogLevel},
 		// ganesha finds its bus through the "system bus" variable.
+		//
+		// ganesha tells filesystems apart by their UUID, which it gets
+		// from libblkid. libblkid's cache file (/run/blkid/blkid.tab,
+		// shared by every process on the node) holds an entry per block
+		// device it ever probed, and ganesha read, checked and rewrote all
+		// of it for every export of a new filesystem: with a few hundred
+		// loop devices that was three quarters of ganesha's work for such
+		// an export. Without the file, libblkid probes the one device it is
+		// asked about, so the UUID is still read, from the device itself.
 		env:      s.ganeshaEnv(),
 		stateDir: s.cfg.StateDir, pidFile: s.paths.ganeshaPid, logFile: s.paths.ganeshaLog, detach: s.detach,
 	})
@@ -395,7 +404,7 @@ func (s *Server) startGaneshaLocked(ctx context.Context) error {
 // only that export's file and falls back to libcephfs's defaults, where
 // CEPH_CONF names the cluster.
 func (s *Server) ganeshaEnv() []string {
-	env := []string{"DBUS_SYSTEM_BUS_ADDRESS=" + s.bus.address}
+	env := []string{"DBUS_SYSTEM_BUS_ADDRESS=" + s.bus.address, "BLKID_FILE=/dev/null"}
 	if s.cfg.CephConf != "" {
 		env = append(env, "CEPH_CONF="+s.cfg.CephConf)
 	}

@@ -123,6 +123,8 @@ type Backend interface {
 	// a restart or a reboot (find or attach its loop device, check and mount
 	// its filesystem), and returns it. It never creates or formats anything:
 	// a volume the store does not hold gives an error wrapping ErrNotFound.
+	// It is also called once a new volume (Create, Clone) is exported: a
+	// backend may finish there what it put off for the volume's first reads.
 	Open(ctx context.Context, name string) (Volume, error)
 	// Close stops the volume being ready to serve (unmount, detach) and
 	// keeps its data. Closing a closed or missing volume succeeds. The

@@ -45,8 +45,7 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) (err 
 	}
 	logger := klog.FromContext(ctx).WithValues("PV", pv.Name, "volume", v.name, "kind", v.kind, "exportID", v.id)
 
-	p.gate.RLock()
-	defer p.gate.RUnlock()
+	defer p.share()()
 	unlock := p.locks.lock(pv.Name)
 	defer unlock()
 
@@ -99,6 +98,7 @@ func (p *Provisioner) Delete(ctx context.Context, pv *v1.PersistentVolume) (err 
 	}
 	p.reg.release(pv.Name)
 	p.deleted.Store(pv.Name, true)
+	p.handedOver.Delete(v.name)
 	return nil
 }
 

@@ -40,8 +40,7 @@ func (p *Provisioner) Expand(ctx context.Context, pv *v1.PersistentVolume, size 
 	}
 	logger := klog.FromContext(ctx).WithValues("PV", pv.Name, "volume", v.name, "kind", v.kind)
 
-	p.gate.RLock()
-	defer p.gate.RUnlock()
+	defer p.share()()
 	unlock := p.locks.lock(pv.Name)
 	defer unlock()
 	if err := p.checkOwner(pv.Name, v.name); err != nil {

@@ -48,8 +48,7 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 		}
 	}
 
-	p.gate.RLock()
-	defer p.gate.RUnlock()
+	defer p.share()()
 	unlock := p.locks.lock(opts.PVName)
 	defer unlock()
 
@@ -115,6 +114,12 @@ func (p *Provisioner) Provision(ctx context.Context, opts controller.ProvisionOp
 	}
 	if id, err = p.export(ctx, opts.PVName, v, id, params.RootSquash); err != nil {
 		return nil, controller.ProvisioningFinished, err
+	}
+	// Open again, now that it is exported: a backend may finish here what it
+	// put off for the volume's first reads (fsimage moves a new volume's loop
+	// device to direct I/O). The volume is served either way.
+	if _, oerr := backend.Open(ctx, v.Name); oerr != nil {
+		logger.Error(oerr, "Could not open the new volume again once exported; it is served, and the next reconciliation pass opens it", "volume", v.Name)
 	}
 
 	// Handed over: the library saves the PV, or calls Delete if it cannot.

@@ -60,7 +60,9 @@ type Provisioner struct {
 	locks    keyedMutex
 	// gate lets reconciliation see the registry, the exports and the store
 	// hold still: operations share it, a reconciliation pass takes it alone.
-	gate       sync.RWMutex
+	gate sync.RWMutex
+	// busy counts the operations that hold the gate or wait for it.
+	busy       atomic.Int32
 	reconciled atomic.Bool
 	// room serialises the capacity check and the promise of new filesystem
 	// volumes, so concurrent claims cannot together overshoot the store.
@@ -135,6 +137,17 @@ func New(opts Options) (*Provisioner, error) {
 		reg:      newRegistry(mark, opts.State.SetExportIDMark),
 		trigger:  make(chan struct{}, 1),
 	}, nil
+}
+
+// share takes the gate for an operation; the caller calls release when
+// done.
+func (p *Provisioner) share() (release func()) {
+	p.busy.Add(1)
+	p.gate.RLock()
+	return func() {
+		p.gate.RUnlock()
+		p.busy.Add(-1)
+	}
 }
 
 // Reconciled reports whether a reconciliation pass has finished since start,

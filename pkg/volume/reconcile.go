@@ -33,6 +33,7 @@ func (p *Provisioner) RunReconciler(ctx context.Context, interval time.Duration)
 	logger := klog.FromContext(ctx)
 	backoff := time.Second
 	for {
+		p.awaitQuiet(ctx, quietWait)
 		passCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		_, err := p.Reconcile(passCtx)
 		cancel()
@@ -68,6 +69,34 @@ func (p *Provisioner) RunReconciler(ctx context.Context, interval time.Duration)
 
 // triggerGap is the least time between two passes that PV events asked for.
 const triggerGap = 5 * time.Second
+
+// quietWait is how long a pass waits for a moment when no provision,
+// deletion or expansion is under way. A pass takes the store to itself:
+// taken in the middle of a burst of claims, it waits for every operation in
+// flight to end, and holds up every one that comes meanwhile. So, during a
+// burst, passes come after it, or at most every quietWait.
+const quietWait = 20 * time.Second
+
+// awaitQuiet returns once no operation is under way, or after limit
+// (the first pass, which provisioning waits for, does not wait).
+func (p *Provisioner) awaitQuiet(ctx context.Context, limit time.Duration) {
+	if !p.Reconciled() {
+		return
+	}
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for p.busy.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			return
+		case <-tick.C:
+		}
+	}
+}
 
 // Trigger asks for a reconciliation pass soon, for instance because a PV
 // changed. Calls while one is pending are merged.
@@ -114,6 +143,14 @@ func (p *Provisioner) Reconcile(ctx context.Context) (res ReconcileResult, err e
 	}
 
 	named, unreadable := p.readPVs(list.Items, &res)
+	// A handed-over volume is protected until a pass sees its PV, or for
+	// IntentGrace: a PV never saved by then was given up by the library.
+	p.handedOver.Range(func(k, at any) bool {
+		if _, seen := named[k.(string)]; seen || p.opts.Clock.Since(at.(time.Time)) >= p.opts.IntentGrace {
+			p.handedOver.Delete(k)
+		}
+		return true
+	})
 	legit := p.checkOwners(named, &res)
 	p.rebuildRegistry(ctx, list.Items, legit, live, &res)
 
@@ -486,6 +523,9 @@ func (p *Provisioner) collectLeftovers(ctx context.Context, named map[string][]o
 			seen[name] = true
 			if _, ok := named[name]; ok {
 				continue
+			}
+			if _, ok := p.handedOver.Load(name); ok {
+				continue // its PV is being saved
 			}
 			o, ok, err := p.opts.State.Owner(name)
 			if err == nil && ok && o.Provisioning {

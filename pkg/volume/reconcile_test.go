@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -357,5 +358,89 @@ func TestDeliveredVolumeIsNeverReaped(t *testing.T) {
 	}
 	if data, err := os.ReadFile(filepath.Join(f.store.Root(), dir, "data")); err != nil || string(data) != "user data" {
 		t.Fatalf("delivered volume lost: %v", err)
+	}
+}
+
+// The library saves a PV only after Provision returned it. A pass in between
+// (PV events of other claims trigger passes all through a burst) must not
+// take the new volume's export for one whose PV is gone; once the PV is seen
+// the volume is an ordinary one, and a PV never saved loses its export after
+// IntentGrace, never its data.
+func TestReconcileKeepsExportOfPVBeingSaved(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, -1)
+	served, _, err := f.p.Provision(ctx, claimOptions("db", "data-0", "1Gi", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, _, err := f.p.Provision(ctx, claimOptions("db", "data-1", "1Gi", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := func(pv *v1.PersistentVolume) bool {
+		t.Helper()
+		id, err := strconv.ParseUint(pv.Annotations[AnnExportID], 10, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.exporter.mu.Lock()
+		defer f.exporter.mu.Unlock()
+		return f.exporter.exports[uint16(id)].Pseudo == PseudoPath(pv.Annotations[AnnDirectory])
+	}
+	res, err := f.p.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !exported(served) || !exported(lost) || res.StrayExports != 0 || res.Leftovers != 0 {
+		t.Fatalf("a pass before the PVs were saved: %+v; exported %v %v", res, exported(served), exported(lost))
+	}
+
+	if _, err := f.client.CoreV1().PersistentVolumes().Create(ctx, served, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err = f.p.Reconcile(ctx); err != nil || res.AlreadyExported != 1 || res.StrayExports != 0 || !exported(lost) {
+		t.Fatalf("pass after one PV was saved: %+v %v", res, err)
+	}
+
+	f.clock.Step(time.Minute + time.Second) // the fixture's IntentGrace
+	if res, err = f.p.Reconcile(ctx); err != nil || res.StrayExports != 1 || res.Leftovers != 1 {
+		t.Fatalf("pass after IntentGrace: %+v %v", res, err)
+	}
+	if !exported(served) || exported(lost) {
+		t.Fatalf("after IntentGrace: saved PV exported %v, never saved PV exported %v", exported(served), exported(lost))
+	}
+	if _, err := os.Stat(filepath.Join(f.store.Root(), lost.Annotations[AnnDirectory])); err != nil {
+		t.Fatalf("the data of the PV never saved was not kept: %v", err)
+	}
+}
+
+// A pass waits for the operations under way to end rather than stall every
+// claim behind it, but not for longer than its limit.
+func TestPassWaitsForOperationsUnderWay(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, -1)
+	release := f.p.share()
+	done := make(chan struct{})
+	go func() {
+		f.p.awaitQuiet(ctx, time.Hour)
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("a pass did not wait for an operation under way")
+	case <-time.After(300 * time.Millisecond):
+	}
+	release()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a pass still waits after the operation ended")
+	}
+
+	defer f.p.share()()
+	start := time.Now()
+	f.p.awaitQuiet(ctx, 200*time.Millisecond)
+	if waited := time.Since(start); waited < 200*time.Millisecond || waited > 10*time.Second {
+		t.Fatalf("with an operation under way for good, a pass waited %v, want its limit of 200ms", waited)
 	}
 }

@@ -42,6 +42,54 @@ func mountsAt(t testing.TB, mountPoint string) int {
 	return n
 }
 
+// fsUUID reads the filesystem UUID from the superblock in image.
+func fsUUID(t testing.TB, image string, kind storage.Kind) []byte {
+	t.Helper()
+	f, err := os.Open(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	off := int64(32) // XFS: sb_uuid
+	if kind == storage.Ext4 {
+		off = 1024 + 0x68 // ext4: s_uuid
+	}
+	uuid := make([]byte, 16)
+	if _, err := f.ReadAt(uuid, off); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(uuid, make([]byte, 16)) {
+		t.Fatalf("no UUID in the superblock of %s", image)
+	}
+	return uuid
+}
+
+// assertDirectIO checks that the loop device of image does direct I/O
+// whenever the store lets the image be opened with O_DIRECT.
+func assertDirectIO(t testing.TB, image string) {
+	t.Helper()
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range files {
+		if data, err := os.ReadFile(f); err != nil || strings.TrimSpace(string(data)) != image {
+			continue
+		}
+		dio, err := os.ReadFile(filepath.Join(filepath.Dir(f), "dio"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := false
+		if img, err := os.OpenFile(image, os.O_RDONLY|unix.O_DIRECT, 0); err == nil {
+			img.Close()
+			want = true
+		}
+		if got := strings.TrimSpace(string(dio)) == "1"; got != want {
+			t.Fatalf("%s: direct I/O %v; the store accepts O_DIRECT: %v", f, got, want)
+		}
+		return
+	}
+	t.Fatalf("no loop device backs %s", image)
+}
+
 // loopsOf counts the loop devices whose backing file is image.
 func loopsOf(t testing.TB, image string) int {
 	t.Helper()
@@ -87,6 +135,8 @@ func TestFilesystemVolumeLifecycle(t *testing.T) {
 			if mountsAt(t, mp) != 1 || loopsOf(t, image) != 1 {
 				t.Fatalf("volume mounted %d times, attached %d times; want 1 and 1", mountsAt(t, mp), loopsOf(t, image))
 			}
+			// Its data is cached once, by the filesystem on the loop device.
+			assertDirectIO(t, image)
 
 			// The volume's own size over NFS, and the root owned as the class says.
 			target := p.target(pv, 3)
@@ -99,6 +149,13 @@ func TestFilesystemVolumeLifecycle(t *testing.T) {
 			raw.Close()
 			if err != nil || status != 0 || st.TotalBytes > uint64(size) || st.TotalBytes < uint64(size)/2 {
 				t.Fatalf("FSSTAT %s %+v %v: want about %d bytes in all", nfsclient.StatusName(status), st, err, size)
+			}
+			// ganesha tells the volume's filesystem from the others by its
+			// UUID, which every file handle carries: not by the loop
+			// device's number, which another attach may change.
+			root := raw.Root
+			if uuid := fsUUID(t, image, tc.kind); !bytes.Contains(root, uuid) {
+				t.Fatalf("root file handle %x does not carry the filesystem UUID %x", root, uuid)
 			}
 			data := []byte(strings.Repeat("filesystem volume\n", 60000)) // about 1 MB
 			if err := nfsclient.WriteFile(t.Context(), target, "data", data); err != nil {
@@ -124,6 +181,15 @@ func TestFilesystemVolumeLifecycle(t *testing.T) {
 			}
 			if mountsAt(t, mp) != 1 || loopsOf(t, image) != 1 {
 				t.Fatalf("after restart mounted %d times, attached %d times; want 1 and 1", mountsAt(t, mp), loopsOf(t, image))
+			}
+			// Clients keep their file handles.
+			raw, err = nfsclient.DialRaw(t.Context(), target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw.Close()
+			if !bytes.Equal(raw.Root, root) {
+				t.Fatalf("after restart the root file handle is %x, was %x", raw.Root, root)
 			}
 
 			if err := c.Client.CoreV1().PersistentVolumeClaims(ns).Delete(t.Context(), name, metav1.DeleteOptions{}); err != nil {

@@ -66,6 +66,13 @@ func TestLifecycle(t *testing.T) {
 			if _, err := unix.Getxattr(b.imagePath("pvc-1"), initXattr, make([]byte, 64)); !errors.Is(err, unix.ENODATA) {
 				t.Errorf("init xattr still on the image: %v", err)
 			}
+			// Mounted on buffered I/O; switched to direct I/O by the next
+			// Open (reconciliation opens every volume), so that the image is
+			// cached once.
+			if _, err := b.Open(ctx, "pvc-1"); err != nil {
+				t.Fatal(err)
+			}
+			assertDirectIO(t, b.imagePath("pvc-1"))
 			// statfs reports the volume's own size, not the store's.
 			total, _, err := statfsSize(v.Path)
 			if err != nil {
@@ -119,6 +126,7 @@ func TestLifecycle(t *testing.T) {
 			if _, loops := leftovers(t, store); len(loops) != 1 {
 				t.Errorf("%d loop devices for one volume", len(loops))
 			}
+			assertDirectIO(t, b.imagePath("pvc-1"))
 			if data, err := os.ReadFile(filepath.Join(v.Path, "f")); string(data) != "data" {
 				t.Errorf("after Close and Open: %q, %v", data, err)
 			}

@@ -124,7 +124,7 @@ func (b *Backend) copyImage(ctx context.Context, src string, progress storage.Pr
 // made larger; unmount; then xfs_admin -U generate.
 func (b *Backend) renewXFS(ctx context.Context, tmp string, grow bool) error {
 	mp := filepath.Join(b.opts.MountDir, filepath.Base(tmp))
-	if err := mountImage(ctx, tmp, mp, storage.XFS, "nouuid"); err != nil {
+	if err := mountImage(ctx, tmp, mp, storage.XFS, "nouuid", false); err != nil {
 		return err
 	}
 	var growErr error

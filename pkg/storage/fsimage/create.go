@@ -63,7 +63,9 @@ func contains(kinds []storage.Kind, k storage.Kind) bool {
 
 // Create makes a sparse image under a temporary name, formats it, records
 // the root directory's owner and mode on it, renames it to the volume's
-// name (atomic: a volume's image is always complete), then opens it.
+// name (atomic: a volume's image is always complete), then opens it. Its
+// loop device does buffered I/O until the next Open, which the caller makes
+// once the volume is exported (see attachAndMount).
 func (b *Backend) Create(ctx context.Context, spec storage.Spec) (storage.Volume, bool, error) {
 	if err := b.checkSpec(spec); err != nil {
 		return storage.Volume{}, false, err
@@ -96,7 +98,7 @@ func (b *Backend) existing(ctx context.Context, spec storage.Spec) (storage.Volu
 	if _, err := os.Lstat(b.imagePath(spec.Name)); errors.Is(err, os.ErrNotExist) {
 		return storage.Volume{}, false, nil
 	}
-	v, err := b.open(ctx, spec.Name)
+	v, err := b.open(ctx, spec.Name, false)
 	if err != nil {
 		return storage.Volume{}, true, err
 	}
@@ -134,7 +136,9 @@ func (b *Backend) publish(ctx context.Context, tmp string, spec storage.Spec) (s
 	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, image, unix.RENAME_NOREPLACE); err != nil {
 		return storage.Volume{}, fmt.Errorf("name image of volume %s: %w", spec.Name, err)
 	}
-	v, err := b.open(ctx, spec.Name)
+	// Fresh: the image was made by this call, and no loop device backs it
+	// (Clone detached the one it used).
+	v, err := b.open(ctx, spec.Name, true)
 	if err != nil {
 		if cerr := b.close(ctx, spec.Name); cerr == nil {
 			os.Remove(image)

@@ -67,7 +67,7 @@ func (b *Backend) expandXFS(ctx context.Context, name string, want int64) error 
 	if !mounted {
 		// xfs_growfs works on mounted filesystems only; leave the volume
 		// closed as it was found.
-		if _, err := b.open(ctx, name); err != nil {
+		if _, err := b.open(ctx, name, false); err != nil {
 			return err
 		}
 		defer func() {

@@ -150,3 +150,21 @@ func statfsSize(path string) (total, avail int64, err error) {
 	}
 	return int64(st.Blocks) * st.Bsize, int64(st.Bavail) * st.Bsize, nil
 }
+
+// assertDirectIO checks that the loop device serving image does direct I/O
+// whenever the store lets the image be opened with O_DIRECT.
+func assertDirectIO(t testing.TB, image string) {
+	t.Helper()
+	lp, found, err := findLoop(image)
+	if err != nil || !found {
+		t.Fatalf("no loop device for %s: %v", image, err)
+	}
+	want := false
+	if f, err := os.OpenFile(image, os.O_RDONLY|unix.O_DIRECT, 0); err == nil {
+		f.Close()
+		want = true
+	}
+	if got := directIO(lp); got != want {
+		t.Errorf("%s serves %s with direct I/O %v; the store accepts O_DIRECT: %v", lp.Path(), image, got, want)
+	}
+}

@@ -1,6 +1,7 @@
 package fsimage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
 // loopMajor is the block major number of loop devices (Documentation/admin-guide/devices.txt).
@@ -124,9 +126,8 @@ func openLoop(idx int, flags int) (*os.File, error) {
 // mounting leaks nothing, and unmounting detaches it. The caller mounts it
 // and then closes the returned file (which, before a mount, detaches it).
 //
-// Direct I/O keeps the image's data out of the host's page cache (it is
-// cached once, by the filesystem on the loop device); kernels or backing
-// filesystems that refuse it get buffered I/O.
+// The device does buffered I/O; the caller moves it to direct I/O once
+// mounted (useDirectIO), or, for a fresh image, later (see attachAndMount).
 func attachLoop(image string) (loopDevice, *os.File, error) {
 	img, err := os.OpenFile(image, os.O_RDWR, 0)
 	if err != nil {
@@ -156,12 +157,8 @@ func attachLoop(image string) (loopDevice, *os.File, error) {
 		// loop's blocks aligned to the backing file's direct I/O alignment,
 		// which is the store's block size for a reflinked file on XFS.
 		cfg := unix.LoopConfig{Fd: uint32(img.Fd()), Size: loopBlockSize}
-		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR | unix.LO_FLAGS_DIRECT_IO
+		cfg.Info.Flags = unix.LO_FLAGS_AUTOCLEAR
 		err = unix.IoctlLoopConfigure(int(dev.Fd()), &cfg)
-		if errors.Is(err, unix.EINVAL) {
-			cfg.Info.Flags &^= unix.LO_FLAGS_DIRECT_IO
-			err = unix.IoctlLoopConfigure(int(dev.Fd()), &cfg)
-		}
 		if err != nil {
 			dev.Close()
 			last = fmt.Errorf("LOOP_CONFIGURE loop%d: %w", idx, err)
@@ -173,6 +170,31 @@ func attachLoop(image string) (loopDevice, *os.File, error) {
 		return loopDevice{Index: idx, Dev: unix.Mkdev(loopMajor, uint32(idx)), AutoClear: true}, dev, nil
 	}
 	return loopDevice{}, nil, fmt.Errorf("no free loop device: %w", last)
+}
+
+// useDirectIO makes loop device l do direct I/O on its backing file, if it
+// does not yet (LOOP_SET_DIRECT_IO; the kernel first writes back what is
+// dirty in the page cache): the image's data is then cached once, by the
+// filesystem on the device, not a second time in the host's page cache.
+// Kernels or backing filesystems that refuse it keep buffered I/O, which is
+// correct, only cached twice.
+func useDirectIO(ctx context.Context, l loopDevice) {
+	if directIO(l) {
+		return
+	}
+	f, err := openLoop(l.Index, os.O_RDONLY)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	err = unix.IoctlSetInt(int(f.Fd()), unix.LOOP_SET_DIRECT_IO, 1)
+	klog.FromContext(ctx).V(4).Info("Direct I/O on loop device", "device", l.Path(), "err", err)
+}
+
+// directIO reports whether loop device l does direct I/O.
+func directIO(l loopDevice) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/sys/block/loop%d/loop/dio", l.Index))
+	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
 // detachLoop detaches a loop device (LOOP_CLR_FD). A device still in use is
@@ -218,10 +240,4 @@ func refreshCapacity(l loopDevice) error {
 		return fmt.Errorf("LOOP_SET_CAPACITY %s: %w", l.Path(), err)
 	}
 	return nil
-}
-
-// loopDirectIO reports whether the device does direct I/O (for logs).
-func loopDirectIO(l loopDevice) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/sys/block/loop%d/loop/dio", l.Index))
-	return err == nil && strings.TrimSpace(string(b)) == "1"
 }

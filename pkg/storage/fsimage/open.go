@@ -32,17 +32,19 @@ func (b *Backend) Open(ctx context.Context, name string) (storage.Volume, error)
 	}
 	unlock := b.locks.lock(name)
 	defer unlock()
-	return b.open(ctx, name)
+	return b.open(ctx, name, false)
 }
 
-func (b *Backend) open(ctx context.Context, name string) (storage.Volume, error) {
+// open opens volume name. fresh says that its image was made by this call
+// and no loop device has backed it since (see mountImage).
+func (b *Backend) open(ctx context.Context, name string, fresh bool) (storage.Volume, error) {
 	image := b.imagePath(name)
 	kind, err := readKind(image)
 	if err != nil {
 		return storage.Volume{}, err
 	}
 	mp := b.mountPoint(name)
-	if err := mountImage(ctx, image, mp, kind, ""); err != nil {
+	if err := mountImage(ctx, image, mp, kind, "", fresh); err != nil {
 		return storage.Volume{}, fmt.Errorf("open volume %s: %w", name, err)
 	}
 	if err := finishInit(image, mp); err != nil {
@@ -82,18 +84,44 @@ func readKind(image string) (storage.Kind, error) {
 // mountImage makes image mounted at mp exactly once: an existing loop device
 // of the image is reused (never a second one attached), an existing mount
 // kept. data are the filesystem's mount options.
-func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data string) error {
-	logger := klog.FromContext(ctx)
+//
+// fresh says that the image was made by the caller and no loop device has
+// backed it since (it was never attached, or detached again): then, when
+// its mount point does not exist yet, nothing can be mounted there and no
+// loop device can back the image, so the scans of every mount and every
+// loop device are skipped. With hundreds of volumes those scans were most
+// of the cost of a create.
+func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data string, fresh bool) error {
+	// Served already (a repeated call, a reconciliation pass, a restart)?
+	// Asking the one loop device mounted here is much cheaper than reading
+	// every mount.
+	if lp, ok, err := servedAt(mp, image); err != nil || ok {
+		if ok {
+			thaw(mp) // a clone killed while this filesystem was frozen left it frozen
+			// A fresh volume's device does buffered I/O until now.
+			useDirectIO(ctx, lp)
+		}
+		return err
+	}
+	if fresh {
+		err := os.Mkdir(mp, 0o700)
+		if err == nil {
+			return attachAndMount(ctx, image, mp, kind, data, loopDevice{}, false, true)
+		}
+		if !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("make mount point: %w", err)
+		}
+		// A mount point is there already: look at it the long way.
+	}
 	all, err := mounts()
 	if err != nil {
 		return err
 	}
 	here := mountsAt(all, mp)
-	// Served already (a repeated call, or a restart)? Asking the one loop
-	// device mounted here is much cheaper than scanning them all.
+	// A mount stacked over ours hides it from servedAt.
 	if ok, err := mountedFrom(here, image); err != nil || ok {
 		if ok {
-			thaw(mp) // a clone killed while this filesystem was frozen left it frozen
+			thaw(mp)
 		}
 		return err
 	}
@@ -109,6 +137,32 @@ func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data s
 	if len(here) > 0 {
 		return fmt.Errorf("%s has another filesystem mounted (%s)", mp, here[0].Source)
 	}
+	if err := os.Mkdir(mp, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("make mount point: %w", err)
+	}
+	return attachAndMount(ctx, image, mp, kind, data, lp, found, false)
+}
+
+// attachAndMount mounts image at mp (an existing empty directory, which is
+// removed again if this fails, so that no export serves it unmounted), on
+// loop device lp when found (a device of the image that nothing has
+// mounted), else on a newly attached one.
+//
+// The device then does direct I/O on the image: its data is cached once, by
+// the filesystem on the device, not a second time in the host's page cache.
+// A fresh image's device stays on buffered I/O until its next Open: its
+// first readers, the mount and the NFS server's probe of the new filesystem
+// for its UUID when it is exported, then read what mkfs just wrote from the
+// page cache. With direct I/O each of those reads went to the disk: during
+// a burst of claims that made mounts slower, and each export, which ganesha
+// makes one at a time, about twice as slow.
+func attachAndMount(ctx context.Context, image, mp string, kind storage.Kind, data string, lp loopDevice, found, fresh bool) (err error) {
+	logger := klog.FromContext(ctx)
+	defer func() {
+		if err != nil {
+			os.Remove(mp)
+		}
+	}()
 	var dev *os.File
 	if found {
 		// Attached but not mounted: a device without AUTOCLEAR (attached by
@@ -121,11 +175,8 @@ func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data s
 			logger.Info("Could not set AUTOCLEAR on a reused loop device; Close detaches it", "device", lp.Path(), "err", err)
 		}
 		logger.V(2).Info("Reusing loop device", "image", image, "device", lp.Path())
-	} else {
-		if lp, dev, err = attachLoop(image); err != nil {
-			return err
-		}
-		logger.V(4).Info("Attached loop device", "image", image, "device", lp.Path(), "directIO", loopDirectIO(lp))
+	} else if lp, dev, err = attachLoop(image); err != nil {
+		return err
 	}
 	// Until the mount holds the device, this file does: closing it before
 	// the mount detaches an AUTOCLEAR device.
@@ -138,19 +189,42 @@ func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data s
 	// libblkid (ganesha asks it for the filesystem UUID it puts in every
 	// handle) trusts its cache of /dev/loopN for up to 200 s unless the
 	// node is newer than the cache entry: without this, a loop device
-	// reused for another image is given the previous image's UUID.
+	// reused for another image is given the previous image's UUID. (The
+	// ganesha we run has no cache file; one run by others may.)
 	now := time.Now()
 	if err := os.Chtimes(lp.Path(), now, now); err != nil {
 		return fmt.Errorf("touch %s: %w", lp.Path(), err)
 	}
-	if err := os.Mkdir(mp, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("make mount point: %w", err)
-	}
 	if err := unix.Mount(lp.Path(), mp, string(kind), mountFlags, data); err != nil {
-		os.Remove(mp)
 		return fmt.Errorf("mount %s (%s on %s) at %s: %w", kind, image, lp.Path(), mp, err)
 	}
+	if !fresh {
+		useDirectIO(ctx, lp)
+	}
+	logger.V(4).Info("Mounted filesystem image", "image", image, "device", lp.Path(), "reused", found)
 	return nil
+}
+
+// servedAt reports whether the filesystem mount point mp shows is image's:
+// one on a loop device (stat gives its device number) whose backing file
+// is image. With nothing mounted at mp, stat gives the store's own device,
+// which does not back image either.
+func servedAt(mp, image string) (loopDevice, bool, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(mp, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return loopDevice{}, false, nil
+		}
+		return loopDevice{}, false, fmt.Errorf("stat %s: %w", mp, err)
+	}
+	if unix.Major(st.Dev) != loopMajor {
+		return loopDevice{}, false, nil
+	}
+	var ist unix.Stat_t
+	if err := unix.Stat(image, &ist); err != nil {
+		return loopDevice{}, false, fmt.Errorf("stat %s: %w", image, err)
+	}
+	return loopBacks(int(unix.Minor(st.Dev)), ist)
 }
 
 // mountedFrom reports whether one of the mounts is of a loop device whose
