@@ -8,12 +8,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
+	"github.com/nfs-provisioner/nfs-provisioner/internal/keyed"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 )
 
@@ -53,7 +53,7 @@ const (
 // Backend keeps XFS and ext4 volumes as image files on loop devices.
 type Backend struct {
 	opts  Options
-	locks keyedMutex
+	locks keyed.Mutex // Clone takes its source's and destination's, so two clones of one source never freeze it twice
 }
 
 var _ storage.Backend = (*Backend)(nil)
@@ -159,7 +159,7 @@ func (b *Backend) Remove(ctx context.Context, name string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	unlock := b.locks.lock(name)
+	unlock := b.locks.Lock(name)
 	defer unlock()
 	if err := b.close(ctx, name); err != nil {
 		return err
@@ -177,7 +177,7 @@ func (b *Backend) Archive(ctx context.Context, name string, now time.Time) (stri
 	if err := checkName(name); err != nil {
 		return "", err
 	}
-	unlock := b.locks.lock(name)
+	unlock := b.locks.Lock(name)
 	defer unlock()
 	if _, err := os.Lstat(b.imagePath(name)); errors.Is(err, os.ErrNotExist) {
 		return "", b.close(ctx, name)
@@ -196,39 +196,4 @@ func (b *Backend) Archive(ctx context.Context, name string, now time.Time) (stri
 	}
 	klog.FromContext(ctx).V(2).Info("Archived filesystem volume", "volume", name, "archive", target)
 	return target, nil
-}
-
-// keyedMutex serialises calls on one name (Clone takes its source's and
-// destination's), so two clones of one source never freeze it twice.
-type keyedMutex struct {
-	mu    sync.Mutex
-	locks map[string]*keyedEntry
-}
-
-type keyedEntry struct {
-	mu   sync.Mutex
-	refs int
-}
-
-func (k *keyedMutex) lock(name string) (unlock func()) {
-	k.mu.Lock()
-	if k.locks == nil {
-		k.locks = map[string]*keyedEntry{}
-	}
-	e := k.locks[name]
-	if e == nil {
-		e = &keyedEntry{}
-		k.locks[name] = e
-	}
-	e.refs++
-	k.mu.Unlock()
-	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
-		k.mu.Lock()
-		if e.refs--; e.refs == 0 {
-			delete(k.locks, name)
-		}
-		k.mu.Unlock()
-	}
 }

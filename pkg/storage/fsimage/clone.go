@@ -33,12 +33,7 @@ func (b *Backend) Clone(ctx context.Context, src string, dst storage.Spec, progr
 	if src == dst.Name {
 		return storage.Volume{}, false, fmt.Errorf("clone %s onto itself", src)
 	}
-	first, second := src, dst.Name
-	if second < first {
-		first, second = second, first
-	}
-	defer b.locks.lock(first)()
-	defer b.locks.lock(second)()
+	defer b.locks.LockPair(src, dst.Name)()
 	if v, ok, err := b.existing(ctx, dst); ok || err != nil {
 		return v, false, err
 	}

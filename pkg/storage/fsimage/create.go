@@ -70,7 +70,7 @@ func (b *Backend) Create(ctx context.Context, spec storage.Spec) (storage.Volume
 	if err := b.checkSpec(spec); err != nil {
 		return storage.Volume{}, false, err
 	}
-	unlock := b.locks.lock(spec.Name)
+	unlock := b.locks.Lock(spec.Name)
 	defer unlock()
 	if v, ok, err := b.existing(ctx, spec); ok || err != nil {
 		return v, false, err

@@ -29,7 +29,7 @@ func (b *Backend) Expand(ctx context.Context, name string, size int64, mode stor
 	if err := checkName(name); err != nil {
 		return 0, err
 	}
-	unlock := b.locks.lock(name)
+	unlock := b.locks.Lock(name)
 	defer unlock()
 	image := b.imagePath(name)
 	kind, err := readKind(image)

@@ -30,7 +30,7 @@ func (b *Backend) Open(ctx context.Context, name string) (storage.Volume, error)
 	if err := checkName(name); err != nil {
 		return storage.Volume{}, err
 	}
-	unlock := b.locks.lock(name)
+	unlock := b.locks.Lock(name)
 	defer unlock()
 	return b.open(ctx, name, false)
 }
@@ -308,7 +308,7 @@ func (b *Backend) Close(ctx context.Context, name string) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
-	unlock := b.locks.lock(name)
+	unlock := b.locks.Lock(name)
 	defer unlock()
 	return b.close(ctx, name)
 }
