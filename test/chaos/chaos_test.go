@@ -17,7 +17,6 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
@@ -313,14 +312,7 @@ func runChaos(tb testing.TB) *figures {
 // refusedWhileFull makes a claim on the full store and waits for its
 // Warning event; the claim is then deleted, so it leaves nothing behind.
 func (w *workload) refusedWhileFull(tb testing.TB) string {
-	claim := &v1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "while-full"},
-		Spec: v1.PersistentVolumeClaimSpec{
-			StorageClassName: &w.class,
-			AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
-			Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Mi")}},
-		},
-	}
+	claim := framework.Claim(w.ns, "while-full", w.class, "1Mi", v1.ReadWriteMany)
 	if _, err := w.c.Client.CoreV1().PersistentVolumeClaims(w.ns).Create(tb.Context(), claim, metav1.CreateOptions{}); err != nil {
 		tb.Fatal(err)
 	}

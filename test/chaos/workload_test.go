@@ -10,7 +10,6 @@ import (
 	"time"
 
 	v1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
@@ -186,15 +185,7 @@ func (w *workload) provision(ctx context.Context) {
 // provisionNamed makes claim name, waits until it is Bound and records it;
 // it returns the volume, whose pv is nil if it was not Bound in time.
 func (w *workload) provisionNamed(ctx context.Context, name string) *vol {
-	class := w.class
-	pvc := &v1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name},
-		Spec: v1.PersistentVolumeClaimSpec{
-			StorageClassName: &class,
-			AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
-			Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Mi")}},
-		},
-	}
+	pvc := framework.Claim(w.ns, name, w.class, "1Mi", v1.ReadWriteMany)
 	w.ops[opProvision].Add(1)
 	if _, err := w.c.Client.CoreV1().PersistentVolumeClaims(w.ns).Create(ctx, pvc, metav1.CreateOptions{}); err != nil {
 		w.failed[opProvision].Add(1)

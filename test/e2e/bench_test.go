@@ -167,7 +167,7 @@ func burst(b *testing.B, c *framework.Cluster, ns, class string, n int) (time.Du
 			for i := g; i < n; i += 16 {
 				name := fmt.Sprintf("%s-c-%d", class, i)
 				t0 := time.Now()
-				if _, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Create(ctx, claim(ns, name, class, "1Mi"), metav1.CreateOptions{}); err != nil {
+				if _, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Create(ctx, framework.Claim(ns, name, class, "1Mi"), metav1.CreateOptions{}); err != nil {
 					b.Error(err)
 					return
 				}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
+	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
 	"github.com/nfs-provisioner/nfs-provisioner/test/framework/cephbed"
 	"github.com/nfs-provisioner/nfs-provisioner/test/nfsclient"
 )
@@ -73,7 +74,7 @@ func TestCephFSForgedHandles(t *testing.T) {
 	paths := map[string]string{}
 	pvs := map[string]string{}
 	for _, n := range []string{"a", "b"} {
-		e.cephClaim(t, claim(ns, n, class, "8Mi"))
+		e.cephClaim(t, framework.Claim(ns, n, class, "8Mi"))
 		pv := waitBound(t, c, ns, n)
 		pvs[n] = pv.Spec.NFS.Path
 		paths[n] = e.subvolumePath(t, pv.Annotations[volume.AnnDirectory])

@@ -195,7 +195,7 @@ func TestCephFSLifecycle(t *testing.T) {
 	mnt := e.bed.MountFuse(t, "/", cephbed.Client{})
 
 	start := time.Now()
-	createClaim(t, c, claim(ns, "data", class, "16Mi"))
+	createClaim(t, c, framework.Claim(ns, "data", class, "16Mi"))
 	pv := waitBound(t, c, ns, "data")
 	t.Logf("FIGURE CephFS claim to Bound: %s", time.Since(start).Round(time.Millisecond))
 	name := pv.Annotations[volume.AnnDirectory]
@@ -246,7 +246,7 @@ func TestCephFSLifecycle(t *testing.T) {
 	}
 
 	// A clone carries the data and is a volume of its own.
-	clone := claim(ns, "copy", class, "64Mi")
+	clone := framework.Claim(ns, "copy", class, "64Mi")
 	clone.Spec.DataSource = &v1.TypedLocalObjectReference{Kind: "PersistentVolumeClaim", Name: "data"}
 	start = time.Now()
 	createClaim(t, c, clone)
@@ -321,7 +321,7 @@ func TestCephFSOnDelete(t *testing.T) {
 	mnt := e.bed.MountFuse(t, "/", cephbed.Client{})
 	for _, mode := range []string{"retain", "archive"} {
 		class := cephClass(t, e, ns+"-"+mode, map[string]string{"onDelete": mode})
-		createClaim(t, c, claim(ns, mode, class, "8Mi"))
+		createClaim(t, c, framework.Claim(ns, mode, class, "8Mi"))
 		pv := waitBound(t, c, ns, mode)
 		name := pv.Annotations[volume.AnnDirectory]
 		target := p.target(pv, 3)
@@ -379,7 +379,7 @@ func TestCephFSLongName(t *testing.T) {
 	c, ns, p := e.c, e.ns, e.p
 	class := cephClass(t, e, ns+"-ceph", nil)
 	name := strings.Repeat("l", 200)
-	createClaim(t, c, claim(ns, name, class, "8Mi"))
+	createClaim(t, c, framework.Claim(ns, name, class, "8Mi"))
 	pv := waitBound(t, c, ns, name)
 	if n := len(pv.Annotations[volume.AnnDirectory]); n != 255 {
 		t.Fatalf("volume name of %d bytes", n)
@@ -410,7 +410,7 @@ func TestCephFSUnavailable(t *testing.T) {
 	env := newTestEnv(t)
 	class := env.ns + "-ceph"
 	storageClass(t, env.c, class, env.p.cfg.Name, map[string]string{"fsType": "cephfs"}, v1.PersistentVolumeReclaimDelete)
-	createClaim(t, env.c, claim(env.ns, "c", class, "1Mi"))
+	createClaim(t, env.c, framework.Claim(env.ns, "c", class, "1Mi"))
 	warningEvent(t, env.c, env.ns, "c", "-ceph-conf")
 	if left := env.p.volumeDirs(); len(left) != 0 {
 		t.Fatalf("left in the store: %v", left)
@@ -427,7 +427,7 @@ func TestCephFSClusterRestart(t *testing.T) {
 	e := newCephTestEnvOn(t, cephbed.Start(t, cephbed.Options{}))
 	c, ns, p := e.c, e.ns, e.p
 	class := cephClass(t, e, ns+"-ceph", nil)
-	e.cephClaim(t, claim(ns, "before", class, "8Mi"))
+	e.cephClaim(t, framework.Claim(ns, "before", class, "8Mi"))
 	pv := waitBound(t, c, ns, "before")
 	target := p.target(pv, 3)
 	target.UID, target.GID = 999, 999
@@ -461,7 +461,7 @@ func TestCephFSClusterRestart(t *testing.T) {
 		got, err := nfsclient.ReadFile(t.Context(), target, "from-cephfs")
 		return err == nil && string(got) == "written by another CephFS client", nil
 	})
-	e.cephClaim(t, claim(ns, "after", class, "8Mi"))
+	e.cephClaim(t, framework.Claim(ns, "after", class, "8Mi"))
 	pv2 := waitBound(t, c, ns, "after")
 	t2 := p.target(pv2, 3)
 	t2.UID, t2.GID = 999, 999
@@ -485,8 +485,8 @@ func TestCephFSClusterDownAtStart(t *testing.T) {
 	class := cephClass(t, e, ns+"-ceph", nil)
 	local := ns + "-dir"
 	storageClass(t, c, local, p.cfg.Name, map[string]string{"uid": "999", "gid": "999", "mode": "0770"}, v1.PersistentVolumeReclaimDelete)
-	e.cephClaim(t, claim(ns, "remote", class, "8Mi"))
-	createClaim(t, c, claim(ns, "local", local, "8Mi"))
+	e.cephClaim(t, framework.Claim(ns, "remote", class, "8Mi"))
+	createClaim(t, c, framework.Claim(ns, "local", local, "8Mi"))
 	remotePV, localPV := waitBound(t, c, ns, "remote"), waitBound(t, c, ns, "local")
 	remote, loc := p.target(remotePV, 3), p.target(localPV, 3)
 	remote.UID, remote.GID, loc.UID, loc.GID = 999, 999, 999, 999

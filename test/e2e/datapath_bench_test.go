@@ -113,7 +113,7 @@ func benchDataPathKind(b *testing.B, kind string, params map[string]string) []da
 		class = ns + "-" + kind
 		storageClass(b, c, class, p.cfg.Name, params, v1.PersistentVolumeReclaimDelete)
 	}
-	createClaim(b, c, claim(ns, "data", class, "1Gi"))
+	createClaim(b, c, framework.Claim(ns, "data", class, "1Gi"))
 	pv := waitBound(b, c, ns, "data")
 	b.Cleanup(func() { deletePVsOf(b, c, p.cfg.Name) })
 	var localWork string
@@ -131,7 +131,7 @@ func benchDataPathKind(b *testing.B, kind string, params map[string]string) []da
 		}
 	} else {
 		// A twin volume, mounted like the measured one, for the local runs.
-		createClaim(b, c, claim(ns, "local", class, "1Gi"))
+		createClaim(b, c, framework.Claim(ns, "local", class, "1Gi"))
 		twin := waitBound(b, c, ns, "local")
 		_, measured := fsPaths(p, pv.Annotations[volume.AnnDirectory])
 		_, localWork = fsPaths(p, twin.Annotations[volume.AnnDirectory])

@@ -78,7 +78,7 @@ func TestAPIServerFreezeKeepsNFSServing(t *testing.T) {
 	}
 	for i, s := range sides {
 		name := fmt.Sprintf("after-%d", i)
-		createClaim(t, c, claim(ns, name, s.class, "1Mi"))
+		createClaim(t, c, framework.Claim(ns, name, s.class, "1Mi"))
 		ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 		pv, err := framework.WaitBound(ctx, c.Client, ns, name)
 		cancel()
@@ -149,7 +149,7 @@ func TestFullStoreRefusesClaimsKeepsServing(t *testing.T) {
 	}
 	cancel()
 
-	createClaim(t, c, claim(ns, "refused", class, "1Mi"))
+	createClaim(t, c, framework.Claim(ns, "refused", class, "1Mi"))
 	t.Logf("event: %s", warningEvent(t, c, ns, "refused", ""))
 	time.Sleep(settle)
 	if dirs := p.volumeDirs(); len(dirs) != 1 {

@@ -238,8 +238,8 @@ func TestRBACShippedServiceAccount(t *testing.T) {
 		Env:       map[string]string{"SERVICE_NAME": shippedService},
 	})
 
-	createClaim(t, c, claim(claimNS, "data", shippedClass, "1Gi"))
-	createClaim(t, c, claim(claimNS, "data2", shippedClass, "1Gi"))
+	createClaim(t, c, framework.Claim(claimNS, "data", shippedClass, "1Gi"))
+	createClaim(t, c, framework.Claim(claimNS, "data2", shippedClass, "1Gi"))
 	pv := waitBound(t, c, claimNS, "data")
 	pv2 := waitBound(t, c, claimNS, "data2")
 
@@ -263,7 +263,7 @@ func TestRBACShippedServiceAccount(t *testing.T) {
 	t.Cleanup(func() {
 		_ = c.Client.StorageV1().StorageClasses().Delete(context.Background(), wfcClass.Name, metav1.DeleteOptions{})
 	})
-	late := claim(claimNS, "late", wfcClass.Name, "1Gi")
+	late := framework.Claim(claimNS, "late", wfcClass.Name, "1Gi")
 	late.Annotations = map[string]string{"volume.kubernetes.io/selected-node": node.Name}
 	createClaim(t, c, late)
 	pvLate := waitBound(t, c, claimNS, "late")
@@ -452,7 +452,7 @@ func TestCapabilitiesDefaultPlusDACReadSearch(t *testing.T) {
 		set, mask, prov["CapEff"], g["CapBnd"], g["CapEff"], cur, hard, soft)
 
 	class := storageClass(t, c, ns+"-caps", p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
-	createClaim(t, c, claim(ns, "data", class.Name, "10Mi", v1.ReadWriteMany))
+	createClaim(t, c, framework.Claim(ns, "data", class.Name, "10Mi", v1.ReadWriteMany))
 	pv := waitBound(t, c, ns, "data")
 	dir := filepath.Join(p.cfg.ExportDir, pv.Annotations[volume.AnnDirectory])
 

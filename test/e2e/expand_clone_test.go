@@ -104,7 +104,7 @@ func TestExpandAndClone(t *testing.T) {
 	expandableClass(t, c, ns+"-ext4", p.cfg.Name, params(map[string]string{"fsType": "ext4"}))
 	expandableClass(t, c, ns+"-dir", p.cfg.Name, params(nil))
 
-	createClaim(t, c, claim(ns, "grow", ns+"-xfs", "300Mi"))
+	createClaim(t, c, framework.Claim(ns, "grow", ns+"-xfs", "300Mi"))
 	pv := waitBound(t, c, ns, "grow")
 	target := p.target(pv, 3)
 	target.UID, target.GID = 999, 999
@@ -150,7 +150,7 @@ func TestExpandAndClone(t *testing.T) {
 	}
 
 	// A clone, larger than its source, carries the data and is its own volume.
-	clone := claim(ns, "copy", ns+"-xfs", "700Mi")
+	clone := framework.Claim(ns, "copy", ns+"-xfs", "700Mi")
 	clone.Spec.DataSource = &v1.TypedLocalObjectReference{Kind: "PersistentVolumeClaim", Name: "grow"}
 	createClaim(t, c, clone)
 	clonePV := waitBound(t, c, ns, "copy")
@@ -172,13 +172,13 @@ func TestExpandAndClone(t *testing.T) {
 		t.Fatalf("clone of 700Mi has %d bytes, its 600Mi source %d", st.TotalBytes, after.TotalBytes)
 	}
 	// A clone from another class is refused.
-	foreign := claim(ns, "foreign-copy", ns+"-ext4", "700Mi")
+	foreign := framework.Claim(ns, "foreign-copy", ns+"-ext4", "700Mi")
 	foreign.Spec.DataSource = &v1.TypedLocalObjectReference{Kind: "PersistentVolumeClaim", Name: "grow"}
 	createClaim(t, c, foreign)
 	warningEvent(t, c, ns, "foreign-copy", "only a claim of the same class can be cloned")
 
 	// ext4 grows offline here (no CAP_SYS_RESOURCE), and says so.
-	createClaim(t, c, claim(ns, "ext", ns+"-ext4", "40Mi"))
+	createClaim(t, c, framework.Claim(ns, "ext", ns+"-ext4", "40Mi"))
 	extPV := waitBound(t, c, ns, "ext")
 	nfsWrite(t, p, extPV, "kept", []byte("through an offline growth"), 3)
 	took, extPV = expandClaim(t, c, ns, "ext", "80Mi")
@@ -200,7 +200,7 @@ func TestExpandAndClone(t *testing.T) {
 	})
 
 	// A directory volume only records its size.
-	createClaim(t, c, claim(ns, "dir", ns+"-dir", "10Mi"))
+	createClaim(t, c, framework.Claim(ns, "dir", ns+"-dir", "10Mi"))
 	waitBound(t, c, ns, "dir")
 	expandClaim(t, c, ns, "dir", "20Mi")
 

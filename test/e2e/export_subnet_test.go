@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
 	"github.com/nfs-provisioner/nfs-provisioner/test/nfsclient"
 )
 
@@ -21,7 +22,7 @@ func TestExportSubnet(t *testing.T) {
 	} {
 		t.Run(tc.subnet, func(t *testing.T) {
 			env := newTestEnv(t, "-export-subnet="+tc.subnet)
-			createClaim(t, env.c, claim(env.ns, "subnet", env.class, "1Mi"))
+			createClaim(t, env.c, framework.Claim(env.ns, "subnet", env.class, "1Mi"))
 			pv := waitBound(t, env.c, env.ns, "subnet")
 			exports := env.p.exports(t.Context())
 			if len(exports) != 1 || len(exports[0].Clients) != 1 || exports[0].Clients[0] != tc.subnet {

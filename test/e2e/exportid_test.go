@@ -215,7 +215,7 @@ func TestExportIDsNotReusedAfterRestart(t *testing.T) {
 	var last int
 	for round := range 3 {
 		name := fmt.Sprintf("round-%d", round)
-		createClaim(t, c, claim(ns, name, env.class, "1Mi"))
+		createClaim(t, c, framework.Claim(ns, name, env.class, "1Mi"))
 		pv := waitBound(t, c, ns, name)
 		id := pv.Annotations[volume.AnnExportID]
 		if prev, ok := seen[id]; ok {
@@ -246,7 +246,7 @@ func TestMaxExportsUnderConcurrency(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			if _, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Create(context.Background(), claim(ns, fmt.Sprintf("race-%d", i), env.class, "1Mi"), metav1.CreateOptions{}); err != nil {
+			if _, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Create(context.Background(), framework.Claim(ns, fmt.Sprintf("race-%d", i), env.class, "1Mi"), metav1.CreateOptions{}); err != nil {
 				t.Error(err)
 			}
 		})

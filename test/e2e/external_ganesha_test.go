@@ -29,7 +29,7 @@ func TestExternalGanesha(t *testing.T) {
 	p.NFSPort, p.MountPort = ports[0], ports[1]
 	class := ns + "-external"
 	storageClass(t, c, class, p.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
-	createClaim(t, c, claim(ns, "ext", class, "1Mi"))
+	createClaim(t, c, framework.Claim(ns, "ext", class, "1Mi"))
 	pv := waitBound(t, c, ns, "ext")
 	nfsWrite(t, p, pv, "through-external-ganesha", []byte("hello"), 3)
 	if got := nfsRead(t, p, pv, "through-external-ganesha", 4); string(got) != "hello" {

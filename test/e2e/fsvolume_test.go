@@ -17,6 +17,7 @@ import (
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage/fsimage"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
+	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
 	"github.com/nfs-provisioner/nfs-provisioner/test/nfsclient"
 )
 
@@ -125,7 +126,7 @@ func TestFilesystemVolumeLifecycle(t *testing.T) {
 			class := ns + "-" + string(tc.kind) + "-" + string(tc.onDelete)
 			storageClass(t, c, class, p.cfg.Name, map[string]string{"fsType": string(tc.kind), "onDelete": string(tc.onDelete), "uid": "999", "gid": "999", "mode": "0770"}, v1.PersistentVolumeReclaimDelete)
 			name := "fs-" + string(tc.kind) + "-" + string(tc.onDelete)
-			createClaim(t, c, claim(ns, name, class, resource.NewQuantity(tc.request, resource.BinarySI).String()))
+			createClaim(t, c, framework.Claim(ns, name, class, resource.NewQuantity(tc.request, resource.BinarySI).String()))
 			pv := waitBound(t, c, ns, name)
 			if got := pv.Spec.Capacity[v1.ResourceStorage]; got.Value() != size || pv.Annotations[volume.AnnKind] != string(tc.kind) {
 				t.Fatalf("PV capacity %s kind %q, want %d bytes of %s", got.String(), pv.Annotations[volume.AnnKind], size, tc.kind)
@@ -254,7 +255,7 @@ func TestFilesystemVolumeCapacity(t *testing.T) {
 		t.Fatal(err)
 	}
 	huge := resource.NewQuantity(int64(st.Blocks)*st.Bsize+(1<<30), resource.BinarySI)
-	createClaim(t, c, claim(ns, "too-big", class, huge.String()))
+	createClaim(t, c, framework.Claim(ns, "too-big", class, huge.String()))
 	warningEvent(t, c, ns, "too-big", "times -overcommit")
 	assertNothingProvisioned(t, c, p, ns, "too-big")
 	images, _ := os.ReadDir(filepath.Join(p.cfg.ExportDir, volume.StateDirName, "images"))

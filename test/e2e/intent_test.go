@@ -82,8 +82,8 @@ func TestUnfinishedProvisionCollectedOnlyWhenClaimGone(t *testing.T) {
 	p.stop()
 	p.cfg.Kubeconfig = noPVCreateKubeconfig(t, c, ns)
 	p.restart()
-	createClaim(t, c, claim(ns, "abandoned", env.class, "1Mi"))
-	createClaim(t, c, claim(ns, "waiting", env.class, "1Mi"))
+	createClaim(t, c, framework.Claim(ns, "abandoned", env.class, "1Mi"))
+	createClaim(t, c, framework.Claim(ns, "waiting", env.class, "1Mi"))
 	var half []string
 	framework.Eventually(t, 60*time.Second, "both volumes made without PVs", func() (bool, error) {
 		half = nil

@@ -26,8 +26,8 @@ import (
 func TestMetricsScrapedByPrometheus(t *testing.T) {
 	env := newTestEnv(t, "-volume-usage-scan-interval=1s")
 	c, ns, p := env.c, env.ns, env.p
-	createClaim(t, c, claim(ns, "busy", env.class, "100Mi"))
-	createClaim(t, c, claim(ns, "idle", env.class, "100Mi"))
+	createClaim(t, c, framework.Claim(ns, "busy", env.class, "100Mi"))
+	createClaim(t, c, framework.Claim(ns, "idle", env.class, "100Mi"))
 	busy := waitBound(t, c, ns, "busy")
 	idle := waitBound(t, c, ns, "idle")
 

@@ -75,7 +75,7 @@ func TestTwoPVsNamingOneVolumeDoNotWedgeStartup(t *testing.T) {
 	served(t, p, a, "data", contentA)
 	served(t, p, b, "data", contentB)
 	t.Logf("event: %s", pvWarning(t, c, forged.Name, ""))
-	createClaim(t, c, claim(ns, "after", env.class, "1Mi"))
+	createClaim(t, c, framework.Claim(ns, "after", env.class, "1Mi"))
 	after := waitBound(t, c, ns, "after")
 	nfsWrite(t, p, after, "x", []byte("x"), 3)
 	time.Sleep(settle)

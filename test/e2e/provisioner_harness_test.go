@@ -13,7 +13,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
@@ -214,20 +213,6 @@ func storageClass(t testing.TB, c *framework.Cluster, name, provisioner string, 
 		_ = c.Client.StorageV1().StorageClasses().Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
 	return sc
-}
-
-func claim(ns, name, class, size string, modes ...v1.PersistentVolumeAccessMode) *v1.PersistentVolumeClaim {
-	if len(modes) == 0 {
-		modes = []v1.PersistentVolumeAccessMode{v1.ReadWriteOnce}
-	}
-	return &v1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: v1.PersistentVolumeClaimSpec{
-			StorageClassName: &class,
-			AccessModes:      modes,
-			Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse(size)}},
-		},
-	}
 }
 
 func createClaim(t testing.TB, c *framework.Cluster, pvc *v1.PersistentVolumeClaim) *v1.PersistentVolumeClaim {

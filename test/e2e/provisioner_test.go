@@ -46,7 +46,7 @@ func TestClaimLifecycle(t *testing.T) {
 			class := ns + "-" + string(mode)
 			storageClass(t, c, class, p.cfg.Name, map[string]string{"onDelete": string(mode), "gid": "1234", "mode": "2770"}, v1.PersistentVolumeReclaimDelete)
 			name := "data-" + string(mode)
-			createClaim(t, c, claim(ns, name, class, "10Mi", v1.ReadWriteMany))
+			createClaim(t, c, framework.Claim(ns, name, class, "10Mi", v1.ReadWriteMany))
 			pv := waitBound(t, c, ns, name)
 
 			dir := pv.Annotations[volume.AnnDirectory]
@@ -194,7 +194,7 @@ func TestBadInput(t *testing.T) {
 				class = ns + "-" + tc.name
 				storageClass(t, c, class, p.cfg.Name, tc.params, v1.PersistentVolumeReclaimDelete)
 			}
-			pvc := claim(ns, tc.name, class, "1Mi")
+			pvc := framework.Claim(ns, tc.name, class, "1Mi")
 			if tc.modify != nil {
 				tc.modify(pvc)
 			}
@@ -206,9 +206,9 @@ func TestBadInput(t *testing.T) {
 	}
 
 	// -max-exports=1: the first claim is served, the second refused.
-	createClaim(t, c, claim(ns, "first", good, "1Mi"))
+	createClaim(t, c, framework.Claim(ns, "first", good, "1Mi"))
 	waitBound(t, c, ns, "first")
-	createClaim(t, c, claim(ns, "second", good, "1Mi"))
+	createClaim(t, c, framework.Claim(ns, "second", good, "1Mi"))
 	warningEvent(t, c, ns, "second", "limit of 1 exports (-max-exports) is reached")
 	if dirs := p.volumeDirs(); len(dirs) != 1 {
 		t.Fatalf("directories %v, want only the first claim's", dirs)
@@ -247,8 +247,8 @@ func TestTwoProvisioners(t *testing.T) {
 	storageClass(t, c, ns+"-a", a.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
 	storageClass(t, c, ns+"-b", b.cfg.Name, nil, v1.PersistentVolumeReclaimDelete)
 	for i := range 3 {
-		createClaim(t, c, claim(ns, fmt.Sprintf("a-%d", i), ns+"-a", "1Mi"))
-		createClaim(t, c, claim(ns, fmt.Sprintf("b-%d", i), ns+"-b", "1Mi"))
+		createClaim(t, c, framework.Claim(ns, fmt.Sprintf("a-%d", i), ns+"-a", "1Mi"))
+		createClaim(t, c, framework.Claim(ns, fmt.Sprintf("b-%d", i), ns+"-b", "1Mi"))
 	}
 	for i := range 3 {
 		for _, side := range []struct {
@@ -274,7 +274,7 @@ func TestTwoProvisioners(t *testing.T) {
 func TestLeaderElection(t *testing.T) {
 	env := newTestEnv(t, "-leader-elect=true")
 	c, ns, p, class := env.c, env.ns, env.p, env.class
-	createClaim(t, c, claim(ns, "elected", class, "1Mi"))
+	createClaim(t, c, framework.Claim(ns, "elected", class, "1Mi"))
 	waitBound(t, c, ns, "elected")
 	leaseName := strings.ReplaceAll(p.cfg.Name, "/", "-")
 	lease, err := c.Client.CoordinationV1().Leases(ns).Get(t.Context(), leaseName, metav1.GetOptions{})

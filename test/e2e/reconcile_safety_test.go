@@ -32,7 +32,7 @@ func TestRetainedVolumeSurvivesRestart(t *testing.T) {
 	storageClass(t, c, retain, p.cfg.Name, map[string]string{"onDelete": "retain"}, v1.PersistentVolumeReclaimDelete)
 
 	full, content := boundWithData(t, env, retain, "full")
-	createClaim(t, c, claim(ns, "empty", retain, "1Mi"))
+	createClaim(t, c, framework.Claim(ns, "empty", retain, "1Mi"))
 	empty := waitBound(t, c, ns, "empty")
 	fullDir, emptyDir := full.Annotations[volume.AnnDirectory], empty.Annotations[volume.AnnDirectory]
 	for _, name := range []string{"full", "empty"} {
@@ -219,7 +219,7 @@ func TestRootSquashAnnotationChangeReachesExport(t *testing.T) {
 	c, ns, p := env.c, env.ns, env.p
 	open := ns + "-nosquash"
 	storageClass(t, c, open, p.cfg.Name, map[string]string{"rootSquash": "false", "mode": "0777"}, v1.PersistentVolumeReclaimDelete)
-	createClaim(t, c, claim(ns, "squash", open, "1Mi"))
+	createClaim(t, c, framework.Claim(ns, "squash", open, "1Mi"))
 	pv := waitBound(t, c, ns, "squash")
 	nfsWrite(t, p, pv, "before", []byte("root"), 3)
 	dir := filepath.Join(p.cfg.ExportDir, pv.Annotations[volume.AnnDirectory])

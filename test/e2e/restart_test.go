@@ -28,7 +28,7 @@ func TestKillDuringBurst(t *testing.T) {
 	// A first batch, Bound and holding data before the crash.
 	const first, second = 12, 24
 	for i := range first {
-		createClaim(t, c, claim(ns, fmt.Sprintf("old-%d", i), class, "1Mi"))
+		createClaim(t, c, framework.Claim(ns, fmt.Sprintf("old-%d", i), class, "1Mi"))
 	}
 	markers := map[string]string{} // PV name -> content written before the kill
 	for i := range first {
@@ -46,7 +46,7 @@ func TestKillDuringBurst(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := w; i < second; i += 4 {
-				if _, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Create(context.Background(), claim(ns, fmt.Sprintf("new-%d", i), class, "1Mi"), metav1.CreateOptions{}); err != nil {
+				if _, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Create(context.Background(), framework.Claim(ns, fmt.Sprintf("new-%d", i), class, "1Mi"), metav1.CreateOptions{}); err != nil {
 					errs <- err
 				}
 				if i < first && i%2 == 0 {

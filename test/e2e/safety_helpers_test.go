@@ -162,7 +162,7 @@ func patchPVAnnotation(t testing.TB, c *framework.Cluster, name, key, value stri
 // content.
 func boundWithData(t testing.TB, env testEnv, class, name string) (*v1.PersistentVolume, string) {
 	t.Helper()
-	createClaim(t, env.c, claim(env.ns, name, class, "1Mi"))
+	createClaim(t, env.c, framework.Claim(env.ns, name, class, "1Mi"))
 	pv := waitBound(t, env.c, env.ns, name)
 	content := fmt.Sprintf("data of claim %s in PV %s\n", name, pv.Name)
 	nfsWrite(t, env.p, pv, "data", []byte(content), 3)

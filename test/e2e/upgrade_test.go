@@ -99,7 +99,7 @@ func TestUpgradeFromPreviousRelease(t *testing.T) {
 		served(t, p, v.pv, "data", v.content)
 	}
 	served(t, p, stays, "data", staysContent)
-	createClaim(t, c, claim(ns, "new", env.class, "1Mi"))
+	createClaim(t, c, framework.Claim(ns, "new", env.class, "1Mi"))
 	fresh := waitBound(t, c, ns, "new")
 	for _, v := range append(vols, vol{pv: stays}) {
 		if fresh.Annotations[volume.AnnExportID] == v.pv.Annotations[volume.AnnExportID] {

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
@@ -176,14 +175,7 @@ func (p *pair) makeClass(t *testing.T) {
 // claim creates a claim of the pair's class and returns its PV once Bound.
 func (p *pair) claim(t *testing.T, name string) *v1.PersistentVolume {
 	t.Helper()
-	pvc := &v1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: name},
-		Spec: v1.PersistentVolumeClaimSpec{
-			StorageClassName: &p.class,
-			AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
-			Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("64Mi")}},
-		},
-	}
+	pvc := framework.Claim(p.ns, name, p.class, "64Mi", v1.ReadWriteMany)
 	if _, err := p.c.Client.CoreV1().PersistentVolumeClaims(p.ns).Create(t.Context(), pvc, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

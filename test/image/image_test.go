@@ -19,7 +19,6 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
@@ -238,14 +237,7 @@ func createClass(t testing.TB, c *framework.Cluster, ns, provisioner string, mou
 
 func createClaim(t testing.TB, c *framework.Cluster, ns, name, class string) {
 	t.Helper()
-	_, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Create(t.Context(), &v1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: v1.PersistentVolumeClaimSpec{
-			StorageClassName: &class,
-			AccessModes:      []v1.PersistentVolumeAccessMode{v1.ReadWriteMany},
-			Resources:        v1.VolumeResourceRequirements{Requests: v1.ResourceList{v1.ResourceStorage: resource.MustParse("1Mi")}},
-		},
-	}, metav1.CreateOptions{})
+	_, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Create(t.Context(), framework.Claim(ns, name, class, "1Mi", v1.ReadWriteMany), metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
