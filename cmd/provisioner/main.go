@@ -34,6 +34,7 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
+	"github.com/nfs-provisioner/nfs-provisioner/internal/exepages"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/health"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
@@ -217,6 +218,14 @@ func serve(ctx context.Context, o *options, t *term) error {
 		return nil
 	}
 	logger.Info("Ready to provision")
+	// Start-up is over: the pages of code and read-only data that only
+	// initialisation used (a third of the RSS of a provisioner with a few
+	// hundred volumes) need not stay mapped until memory pressure comes.
+	if n, err := exepages.Release(); err != nil {
+		logger.Info("Could not give back the executable's start-up pages", "err", err.Error())
+	} else {
+		logger.V(2).Info("Gave back the executable's start-up pages", "bytes", n)
+	}
 	// Expansion runs beside provisioning, on the same caches; it is stopped
 	// before the NFS server, so no growth is cut short.
 	stopResizer, err := startResizer(ctx, client, informers.factory, prov, recorder, o.provisioner)
