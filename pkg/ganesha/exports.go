@@ -186,6 +186,22 @@ func (m *ExportManager) Add(ctx context.Context, e Export) error {
 	if err := m.checkPseudoLocked(ctx, e); err != nil {
 		return err
 	}
+	// ganesha refuses an AddExport of an ID it serves only after the FSAL
+	// made the export anew. For FSAL_CEPH that is a second CephFS mount,
+	// whose reclaim reset (same node ID, same export ID) evicts the live
+	// export's session: from then on the live export answers every
+	// request with ESHUTDOWN. So a remote export that may be served (by an
+	// earlier Add that raced with this one, say ServeRemote's and
+	// reconciliation's) is looked up first and never added twice.
+	if !e.Local() {
+		active, err := m.bus.ShowExports(ctx)
+		if err != nil {
+			return fmt.Errorf("export %d %s: %w", e.ID, e.Path, err)
+		}
+		if slices.ContainsFunc(active, func(a activeExport) bool { return a.ID == e.ID }) {
+			return m.compareActiveLocked(ctx, e)
+		}
+	}
 
 	// ganesha parses the file during AddExport; it becomes <id>.conf only
 	// if ganesha accepted it, so a rejected export leaves nothing behind.

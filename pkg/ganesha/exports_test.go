@@ -194,3 +194,46 @@ func TestManagerListAndReload(t *testing.T) {
 		t.Errorf("a broken file is included:\n%s", inc)
 	}
 }
+
+// A second Add of a served CephFS export must not reach ganesha's
+// AddExport: there FSAL_CEPH would mount the export again, and that
+// mount's reclaim reset evicts the live export's CephFS session (seen on
+// a real cluster: every request of the live export then failed with
+// ESHUTDOWN until ganesha restarted).
+func TestManagerNeverAddsServedRemoteExportAgain(t *testing.T) {
+	m, bus, _ := newTestManager(t)
+	ctx := context.Background()
+	e := Export{ID: 7, Path: "/volumes/g/v/uuid", Pseudo: "/v",
+		FSAL: FSAL{Name: FSALCeph, UserID: "g.v", Secret: "c2VjcmV0", Filesystem: "cephfs"}}
+	for i := range 3 {
+		if err := m.Add(ctx, e); err != nil {
+			t.Fatalf("Add #%d: %v", i+1, err)
+		}
+	}
+	adds := 0
+	for _, c := range bus.calls {
+		if c == "add 7" {
+			adds++
+		}
+	}
+	if adds != 1 {
+		t.Errorf("AddExport called %d times for a served CephFS export, want once: %v", adds, bus.calls)
+	}
+	// A different export under the served ID is still a conflict.
+	other := e
+	other.Path = "/volumes/g/w/uuid"
+	if err := m.Add(ctx, other); !errors.Is(err, ErrConflict) {
+		t.Errorf("Add of another path under a served ID: %v, want ErrConflict", err)
+	}
+	// A local export keeps the one-call path: ganesha's VFS refuses a
+	// served ID without side effects.
+	l := Export{ID: 8, Path: "/srv/l", Pseudo: "/l"}
+	for range 2 {
+		if err := m.Add(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := strings.Count(strings.Join(bus.calls, ","), "add 8"); got != 2 {
+		t.Errorf("AddExport called %d times for a local export, want 2 (no lookup first): %v", got, bus.calls)
+	}
+}

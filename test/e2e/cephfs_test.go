@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
 	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
 	"github.com/nfs-provisioner/nfs-provisioner/test/framework/cephbed"
@@ -515,9 +516,63 @@ func TestCephFSClusterDownAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	restarted = true
+	var last error
 	framework.Eventually(t, 3*time.Minute, "the CephFS volume served again once the cluster is back", func() (bool, error) {
 		got, err := nfsclient.ReadFile(t.Context(), remote, "f")
-		return err == nil && string(got) == "remote", nil
+		if err == nil && string(got) != "remote" {
+			err = fmt.Errorf("read %q", got)
+		}
+		if err != nil && (last == nil || err.Error() != last.Error()) {
+			t.Logf("not yet: %v", err)
+		}
+		last = err
+		return err == nil, nil
 	})
 	t.Logf("FIGURE CephFS volume served again %s after the cluster restart began", time.Since(start).Round(time.Millisecond))
+}
+
+// TestCephFSExportAddedAgainStaysServed: a second AddExport of a served
+// CephFS export (two callers racing to serve it again, as ServeRemote and
+// a reconciliation pass did after a cluster restart) must leave the live
+// export alone. Ganesha refuses the duplicate only after FSAL_CEPH mounted
+// it again, and that mount's reclaim reset evicted the live export's
+// CephFS session: every read then failed with NFS3ERR_SERVERFAULT
+// (ESHUTDOWN) until ganesha restarted.
+func TestCephFSExportAddedAgainStaysServed(t *testing.T) {
+	e := newCephTestEnv(t)
+	ns, p := e.ns, e.p
+	class := cephClass(t, e, ns+"-ceph", nil)
+	e.cephClaim(t, framework.Claim(ns, "v", class, "8Mi"))
+	pv := waitBound(t, e.c, ns, "v")
+	target := p.target(pv, 3)
+	nfsWriteAs(t, target, "f", []byte("still here"))
+
+	exports, err := framework.ProvisionerExports(t.Context(), p.cfg.ExportDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served *ganesha.Export
+	for i, x := range exports {
+		if x.Pseudo == target.Pseudo {
+			served = &exports[i]
+		}
+	}
+	if served == nil || served.Local() {
+		t.Fatalf("no CephFS export %s among %v", target.Pseudo, exports)
+	}
+	m, err := framework.ConnectProvisionerExports(p.cfg.ExportDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for i := range 2 {
+		if err := m.Add(t.Context(), *served); err != nil {
+			t.Fatalf("Add #%d of the served export: %v", i+1, err)
+		}
+	}
+	got, err := nfsclient.ReadFile(t.Context(), target, "f")
+	if err != nil || string(got) != "still here" {
+		t.Fatalf("read after the export was added again: %q %v", got, err)
+	}
+	nfsWriteAs(t, target, "g", []byte("and writable"))
 }

@@ -150,6 +150,18 @@ func waitProvisionerReady(ctx context.Context, p *Process, port int) error {
 // ProvisionerExports lists what the ganesha of the provisioner on exportDir
 // serves now, asked over its private D-Bus.
 func ProvisionerExports(ctx context.Context, exportDir string) ([]ganesha.Export, error) {
+	m, err := ConnectProvisionerExports(exportDir)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	return m.List(ctx)
+}
+
+// ConnectProvisionerExports connects to the export manager of the
+// provisioner on exportDir, over its ganesha's private D-Bus, as the
+// provisioner itself does; Close it.
+func ConnectProvisionerExports(exportDir string) (*ganesha.ExportManager, error) {
 	dir := filepath.Join(exportDir, volume.StateDirName, "ganesha")
 	// The provisioner's own ganesha has its runtime files under /run; one
 	// started elsewhere (-run-server=false) may keep them in its state dir.
@@ -161,6 +173,5 @@ func ProvisionerExports(ctx context.Context, exportDir string) ([]ganesha.Export
 	if err != nil {
 		return nil, fmt.Errorf("connect to ganesha of %s: %w", exportDir, err)
 	}
-	defer m.Close()
-	return m.List(ctx)
+	return m, nil
 }
