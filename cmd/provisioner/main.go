@@ -142,12 +142,30 @@ func serve(ctx context.Context, o *options, t *term) error {
 		return err
 	}
 	defer stopServer()
-	if m, ok := exporter.(*ganesha.ExportManager); ok && ceph.Configured() {
+	m, managed := exporter.(*ganesha.ExportManager)
+	if managed && ceph.Configured() {
 		go m.ServeRemote(ctx, 10*time.Second, ceph.Serving)
 	}
 
 	if t != nil {
-		t.gate.serving(alive)
+		// A replica that took over serves CephFS exports only, added over
+		// D-Bus after ganesha started: it is ready once they are all
+		// served, so that no client is sent to it before its file handles
+		// resolve (NFS4ERR_STALE otherwise).
+		ready := alive
+		if managed {
+			ready = func() error {
+				if err := alive(); err != nil {
+					return err
+				}
+				left, err := m.UnservedRemote(ctx)
+				if err == nil && len(left) > 0 {
+					err = fmt.Errorf("%d CephFS exports not served yet", len(left))
+				}
+				return err
+			}
+		}
+		t.gate.serving(ready)
 		logger.Info("Took over: serving", "takeover", time.Since(t.started), "identity", identity)
 	} else if o.httpAddress != "" {
 		// Ready means NFS is served: a Service routes clients to ready pods

@@ -11,8 +11,8 @@ import (
 // served, until ctx ends: ganesha never starts with them (its start would
 // wait for the cluster, and every local export's NFS service with it), so
 // after every start of ganesha, and after an Add that failed, they are
-// added over D-Bus, every interval, once clusterServes says the cluster
-// can serve them. Adding an export of a cluster that cannot would hold
+// added over D-Bus at once and then every interval, once clusterServes
+// says the cluster can serve them. Adding an export of a cluster that cannot would hold
 // ganesha's D-Bus thread, and every other export change, for libcephfs's
 // mount timeout. Like ganesha's own start, this needs no API server;
 // reconciliation does the same for the volumes the PVs name, and Add is
@@ -20,24 +20,19 @@ import (
 func (m *ExportManager) ServeRemote(ctx context.Context, interval time.Duration, clusterServes func(context.Context) error) {
 	logger := klog.FromContext(ctx)
 	reported := map[uint16]string{}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(interval):
-		}
-		unserved, err := m.Unserved(ctx)
-		if err != nil {
-			continue // ganesha restarting: its supervisor reports that
-		}
-		var remote []Export
-		for _, e := range unserved {
-			if !e.Local() {
-				remote = append(remote, e)
+	// The first pass is at once: a replica taking over serves nothing but
+	// remote exports, and its clients wait for them.
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(interval):
 			}
 		}
-		if len(remote) == 0 {
-			continue
+		remote, err := m.UnservedRemote(ctx)
+		if err != nil || len(remote) == 0 {
+			continue // an error: ganesha restarting, which its supervisor reports
 		}
 		callCtx, cancel := context.WithTimeout(ctx, time.Minute)
 		err = clusterServes(callCtx)
@@ -61,4 +56,20 @@ func (m *ExportManager) ServeRemote(ctx context.Context, interval time.Duration,
 			logger.Info("Serving a remote export again", "exportID", e.ID, "pseudo", e.Pseudo, "fsal", e.FSAL.Name)
 		}
 	}
+}
+
+// UnservedRemote is Unserved without the local exports: the remote ones
+// ServeRemote has still to add.
+func (m *ExportManager) UnservedRemote(ctx context.Context) ([]Export, error) {
+	unserved, err := m.Unserved(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var remote []Export
+	for _, e := range unserved {
+		if !e.Local() {
+			remote = append(remote, e)
+		}
+	}
+	return remote, nil
 }

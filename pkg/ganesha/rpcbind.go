@@ -46,11 +46,11 @@ type rpcbindManager struct {
 // ensure makes sure a portmapper answers, starting one if needed.
 func (r *rpcbindManager) ensure(ctx context.Context) error {
 	logger := klog.FromContext(ctx)
-	if r.owned != nil && !r.owned.exited() && portmapperAnswers(ctx) {
+	if r.owned != nil && !r.owned.exited() && PortmapperAnswers(ctx) {
 		return nil
 	}
 	r.owned = nil
-	if portmapperAnswers(ctx) {
+	if PortmapperAnswers(ctx) {
 		logger.V(2).Info("Using the portmapper that already answers; it is not ours to stop", "address", portmapperAddr)
 		return nil
 	}
@@ -89,7 +89,7 @@ func (r *rpcbindManager) ensure(ctx context.Context) error {
 	}
 	deadline := time.Now().Add(rpcbindStartWait)
 	for {
-		if portmapperAnswers(ctx) {
+		if PortmapperAnswers(ctx) {
 			if c.exited() {
 				// Another server won the race for port 111; use theirs.
 				c.removePidFile()
@@ -121,7 +121,7 @@ func (r *rpcbindManager) stop(ctx context.Context) {
 	klog.FromContext(ctx).Info("Stopped rpcbind", "pid", r.owned.pid())
 	r.owned = nil
 	// The listening socket file outlives the process under socket activation.
-	if !portmapperAnswers(ctx) {
+	if !PortmapperAnswers(ctx) {
 		os.Remove(rpcbindSocket)
 	}
 }
@@ -132,9 +132,10 @@ func isLoopback(bind string) bool {
 	return err == nil && a.IsLoopback()
 }
 
-// portmapperAnswers sends a PMAPPROC_NULL call over TCP and checks for an
-// accepted reply; an open port alone could be anything.
-func portmapperAnswers(ctx context.Context) bool {
+// PortmapperAnswers sends a PMAPPROC_NULL call over TCP to the host's
+// portmapper and checks for an accepted reply; an open port alone could be
+// anything (a frozen rpcbind still accepts connections).
+func PortmapperAnswers(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	var d net.Dialer

@@ -68,6 +68,10 @@ func newPair(t *testing.T) *pair {
 	t.Helper()
 	bed := cephbed.Shared(t)
 	c := framework.Shared(t)
+	// The replicas stand for pods with network namespaces of their own;
+	// here they share the host's portmapper, which must not be a child of
+	// the replica the test kills or freezes.
+	framework.Portmapper(t)
 	ns := c.Namespace(t)
 	p := &pair{c: c, bed: bed, ns: ns, name: "example.com/nfs-" + ns, class: ns + "-ceph", group: "fo-" + ns}
 	ports, err := framework.FreePorts(2)
