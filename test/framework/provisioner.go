@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
@@ -134,7 +136,7 @@ func waitProvisionerReady(ctx context.Context, p *Process, port int) error {
 		case <-p.Exited():
 			return fmt.Errorf("provisioner exited during start-up: %v\n%s", p.ExitErr(), p.Tail(40))
 		case <-ctx.Done():
-			return fmt.Errorf("provisioner not ready: %w\n%s", ctx.Err(), p.Tail(40))
+			return fmt.Errorf("provisioner not ready: %w\n%s%s", ctx.Err(), p.Tail(40), mainStack(p))
 		case <-time.After(50 * time.Millisecond):
 		}
 		resp, err := http.Get(url)
@@ -145,6 +147,31 @@ func waitProvisionerReady(ctx context.Context, p *Process, port int) error {
 			}
 		}
 	}
+}
+
+// mainStack makes a provisioner that is not ready in time say where it
+// is: SIGQUIT makes a Go program print every goroutine's stack and exit,
+// and the main goroutine's is what start-up waits in.
+func mainStack(p *Process) string {
+	if err := syscall.Kill(p.PID(), syscall.SIGQUIT); err != nil {
+		return ""
+	}
+	select {
+	case <-p.Exited():
+	case <-time.After(5 * time.Second):
+		return "\n(no stack dump within 5s of SIGQUIT)"
+	}
+	b, err := os.ReadFile(p.LogFile)
+	if err != nil {
+		return ""
+	}
+	log := string(b)
+	i := strings.Index(log, "\ngoroutine 1 ")
+	if i < 0 {
+		return ""
+	}
+	stack, _, _ := strings.Cut(log[i+1:], "\n\n")
+	return "\nwhere its main goroutine waits:\n" + stack
 }
 
 // ProvisionerExports lists what the ganesha of the provisioner on exportDir
