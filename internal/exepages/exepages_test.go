@@ -120,3 +120,33 @@ Rss:                 100 kB
 		}
 	}
 }
+
+func TestCheckFixedAddress(t *testing.T) {
+	dir := t.TempDir()
+	header := func(typ byte) []byte {
+		h := make([]byte, 64)
+		copy(h, "\x7fELF")
+		h[4], h[5], h[16] = 2, 1, typ // 64-bit, little-endian, e_type
+		return h
+	}
+	for name, tc := range map[string]struct {
+		data []byte
+		ok   bool
+	}{
+		"fixed-address executable":   {header(2), true},
+		"position-independent (DYN)": {header(3), false},
+		"not ELF":                    {[]byte("#!/bin/sh\necho hello world\n"), false},
+		"short":                      {[]byte("\x7fELF"), false},
+	} {
+		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
+		if err := os.WriteFile(p, tc.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkFixedAddress(p); (err == nil) != tc.ok {
+			t.Errorf("%s: checkFixedAddress = %v, want ok=%v", name, err, tc.ok)
+		}
+	}
+	if err := checkFixedAddress("/proc/self/exe"); err != nil {
+		t.Errorf("this test binary: %v", err)
+	}
+}
