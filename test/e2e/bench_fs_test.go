@@ -35,6 +35,17 @@ func BenchmarkFilesystemVolumes300(b *testing.B) {
 		b.Logf("%d xfs claims: all Bound in %v (%.2fx the floor of %v); per claim p99 %v",
 			n, total.Round(time.Millisecond), total.Seconds()/floor.Seconds(), floor.Round(time.Millisecond), percentile(latencies, 99))
 
+		// What bounds the burst: the provisioner's own time per volume,
+		// and ganesha's AddExport of a new filesystem, which one lock
+		// serialises.
+		m := metricSamples(b, p, "nfs_provisioner_")
+		prov, nprov := meanSeconds(m, "operation_duration_seconds", `operation="provision"`)
+		add, nadd := meanSeconds(m, "dbus_call_duration_seconds", `method="AddExport"`)
+		b.ReportMetric(float64(prov.Milliseconds()), "ms-provision-mean")
+		b.ReportMetric(float64(add.Microseconds())/1000, "ms-AddExport-mean")
+		b.Logf("provision: mean %v over %d; AddExport: mean %v over %d (%v in all, serialised)",
+			prov.Round(time.Millisecond), nprov, add.Round(10*time.Microsecond), nadd, (add * time.Duration(nadd)).Round(time.Millisecond))
+
 		p.kill9()
 		start := time.Now()
 		p.restart()

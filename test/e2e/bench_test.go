@@ -236,6 +236,13 @@ func percentile(d []time.Duration, p int) time.Duration {
 // shows what a change to the live heap buys with less noise than RSS.
 func goMemstats(b *testing.B, p *testProvisioner) map[string]float64 {
 	b.Helper()
+	return metricSamples(b, p, "go_memstats_")
+}
+
+// metricSamples reads the provisioner's /metrics: every sample whose name
+// starts with prefix, keyed by the rest of the name with its labels.
+func metricSamples(b *testing.B, p *testProvisioner, prefix string) map[string]float64 {
+	b.Helper()
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", p.httpPort))
 	if err != nil {
 		b.Fatal(err)
@@ -247,14 +254,35 @@ func goMemstats(b *testing.B, p *testProvisioner) map[string]float64 {
 	}
 	out := map[string]float64{}
 	for line := range strings.SplitSeq(string(body), "\n") {
-		name, value, ok := strings.Cut(line, " ")
-		if rest, isMem := strings.CutPrefix(name, "go_memstats_"); ok && isMem {
-			if v, err := strconv.ParseFloat(value, 64); err == nil {
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(line[:i], prefix); ok {
+			if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
 				out[rest] = v
 			}
 		}
 	}
 	return out
+}
+
+// meanSeconds is the mean of the histogram samples (name_sum, name_count)
+// whose labels start with labels, e.g. `method="AddExport"`.
+func meanSeconds(samples map[string]float64, name, labels string) (time.Duration, int) {
+	var sum, count float64
+	for k, v := range samples {
+		switch {
+		case strings.HasPrefix(k, name+"_sum{"+labels):
+			sum += v
+		case strings.HasPrefix(k, name+"_count{"+labels):
+			count += v
+		}
+	}
+	if count == 0 {
+		return 0, 0
+	}
+	return time.Duration(sum / count * float64(time.Second)), int(count)
 }
 
 // deletePVsOf removes the PVs a benchmark's provisioner left, so later
