@@ -237,8 +237,8 @@ func serve(ctx context.Context, o *options, t *term) error {
 	}
 	logger.Info("Ready to provision")
 	// Start-up is over: the pages of code and read-only data that only
-	// initialisation used (a third of the RSS of a provisioner with a few
-	// hundred volumes) need not stay mapped until memory pressure comes.
+	// initialisation used (about 7 MB; docs/performance.md) need not stay
+	// mapped until memory pressure comes.
 	if n, err := exepages.Release(); err != nil {
 		logger.Info("Could not give back the executable's start-up pages", "err", err.Error())
 	} else {
