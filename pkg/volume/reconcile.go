@@ -142,13 +142,10 @@ func (p *Provisioner) Reconcile(ctx context.Context) (res ReconcileResult, err e
 		return res, fmt.Errorf("list exports: %w", err)
 	}
 
-	named, unreadable := p.readPVs(list.Items, &res)
-	// A handed-over volume is protected until a pass sees its PV, or for
-	// IntentGrace: a PV never saved by then was given up by the library.
-	p.handedOver.Range(func(k, at any) bool {
-		if _, seen := named[k.(string)]; seen || p.opts.Clock.Since(at.(time.Time)) >= p.opts.IntentGrace {
-			p.handedOver.Delete(k)
-		}
+	named, unreadable := p.readPVs(list.Items, &res) // forgets the hand-overs whose PV it saw
+	// Forget the hand-overs older than IntentGrace too, queried or not.
+	p.handedOver.Range(func(k, _ any) bool {
+		p.inHandOver(k.(string))
 		return true
 	})
 	legit := p.checkOwners(named, &res)
@@ -477,14 +474,27 @@ func ownExport(e ganesha.Export) (name string, ours bool) {
 // name, or one that finished returned it in a PV that is not saved yet (a
 // pass between the two would otherwise unexport a volume just handed over).
 func (p *Provisioner) inFlight(name string) bool {
-	if t, ok := p.handedOver.Load(name); ok {
-		if p.opts.Clock.Since(t.(time.Time)) < p.opts.IntentGrace {
-			return true
-		}
-		p.handedOver.Delete(name)
+	if p.inHandOver(name) {
+		return true
 	}
 	o, ok, err := p.opts.State.Owner(name)
 	return err != nil || (ok && o.Provisioning)
+}
+
+// inHandOver reports whether volume name was returned in a PV that may not
+// be saved yet. A hand-over is protected until a pass sees its PV (readPVs
+// forgets it then), or for IntentGrace: a PV never saved by then was given
+// up by the library, and the hand-over is forgotten here.
+func (p *Provisioner) inHandOver(name string) bool {
+	at, ok := p.handedOver.Load(name)
+	if !ok {
+		return false
+	}
+	if p.opts.Clock.Since(at.(time.Time)) < p.opts.IntentGrace {
+		return true
+	}
+	p.handedOver.Delete(name)
+	return false
 }
 
 // recordExportID writes the ID a volume is served under into its PV, so that
@@ -524,7 +534,7 @@ func (p *Provisioner) collectLeftovers(ctx context.Context, named map[string][]o
 			if _, ok := named[name]; ok {
 				continue
 			}
-			if _, ok := p.handedOver.Load(name); ok {
+			if p.inHandOver(name) {
 				continue // its PV is being saved
 			}
 			o, ok, err := p.opts.State.Owner(name)
