@@ -65,17 +65,9 @@ func (r *rpcbindManager) ensure(ctx context.Context) error {
 	spec := childSpec{
 		name: "rpcbind", stateDir: r.stateDir, pidFile: r.pidFile, logFile: r.logFile, detach: r.detach,
 	}
-	// -h 127.0.0.2: "-h 127.0.0.1" (or any address rpcbind adds itself)
-	// aborts rpcbind 1.2.6 with a double free; -h only restricts UDP anyway.
 	if r.loopback && r.activate != "" {
-		// Socket activation is the only way to keep its TCP listeners on
-		// loopback; the PID stays the same through the exec.
 		spec.path = r.activate
-		spec.args = []string{
-			"-l", "127.0.0.1:111", "-l", "[::1]:111", "-l", rpcbindSocket,
-			"-E", markerEnv + "=" + r.stateDir,
-			r.binary, "-f", "-h", "127.0.0.2",
-		}
+		spec.args = LoopbackRpcbindArgs(r.binary, "-E", markerEnv+"="+r.stateDir)
 	} else {
 		if r.loopback {
 			logger.Info("systemd-socket-activate not found: rpcbind will listen on all addresses (install systemd)")
@@ -111,6 +103,20 @@ func (r *rpcbindManager) ensure(ctx context.Context) error {
 		}
 	}
 }
+
+// LoopbackRpcbindArgs are the arguments of systemd-socket-activate that
+// run rpcbind (at path rpcbind) as the host's portmapper on loopback only,
+// activate's own options opts first. Socket activation is the only way to
+// keep rpcbind's TCP listeners on loopback; the PID stays the same through
+// the exec. -h 127.0.0.2: "-h 127.0.0.1" (or any address rpcbind adds
+// itself) aborts rpcbind 1.2.6 with a double free; -h only restricts UDP.
+func LoopbackRpcbindArgs(rpcbind string, opts ...string) []string {
+	args := append([]string{"-l", portmapperAddr, "-l", "[::1]:111", "-l", rpcbindSocket}, opts...)
+	return append(args, rpcbind, "-f", "-h", "127.0.0.2")
+}
+
+// RpcbindSocket is the portmapper's local socket, machine-global.
+const RpcbindSocket = rpcbindSocket
 
 // stop stops the rpcbind we started, if any.
 func (r *rpcbindManager) stop(ctx context.Context) {

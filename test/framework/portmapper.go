@@ -38,15 +38,14 @@ func Portmapper(t testing.TB) {
 	}
 	// Nobody answers: the socket file is a leftover a new rpcbind could
 	// not bind.
-	const sock = "/run/rpcbind.sock"
+	sock := ganesha.RpcbindSocket
 	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("portmapper: %v", err)
 	}
-	// Listeners on loopback only, as the provisioner keeps them; -h
-	// 127.0.0.2 because "-h 127.0.0.1" aborts rpcbind 1.2.6.
+	// On loopback only, as the provisioner runs it.
 	p, err := Launch(ProcessSpec{
 		Name: "rpcbind", Path: activate, LogFile: filepath.Join(t.TempDir(), "rpcbind.log"),
-		Args: []string{"-l", "127.0.0.1:111", "-l", "[::1]:111", "-l", sock, rpcbind, "-f", "-h", "127.0.0.2"},
+		Args: ganesha.LoopbackRpcbindArgs(rpcbind),
 	})
 	if err != nil {
 		t.Fatalf("portmapper: %v", err)
