@@ -126,13 +126,16 @@ func serve(ctx context.Context, o *options, t *term) error {
 	// ganesha's node ID is the store's identity, so that comes first.
 	var client kubernetes.Interface
 	var identity string
+	resolveIdentity := func() (string, error) {
+		return untilAPI(ctx, "resolve the store's identity", func(ctx context.Context) (string, error) {
+			return volume.ResolveIdentity(ctx, state, client, backends)
+		})
+	}
 	var failoverCfg ganesha.Config
 	obs := newObservability()
 	if t != nil {
 		obs, client = t.obs, t.client
-		if identity, err = untilAPI(ctx, "resolve the store's identity", func(ctx context.Context) (string, error) {
-			return volume.ResolveIdentity(ctx, state, client, backends)
-		}); err != nil {
+		if identity, err = resolveIdentity(); err != nil {
 			return err
 		}
 		failoverCfg = t.ganeshaFailover(o, identity)
@@ -180,9 +183,7 @@ func serve(ctx context.Context, o *options, t *term) error {
 		if client, err = kubeClient(o); err != nil {
 			return err
 		}
-		if identity, err = untilAPI(ctx, "resolve the store's identity", func(ctx context.Context) (string, error) {
-			return volume.ResolveIdentity(ctx, state, client, backends)
-		}); err != nil {
+		if identity, err = resolveIdentity(); err != nil {
 			return err
 		}
 	}
