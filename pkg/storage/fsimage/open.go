@@ -152,8 +152,8 @@ func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data s
 // the filesystem on the device, not a second time in the host's page cache.
 // A fresh image's device stays on buffered I/O until its next Open: its
 // first readers, the mount and the NFS server's probe of the new filesystem
-// for its UUID when it is exported, then read what mkfs just wrote from the
-// page cache. With direct I/O each of those reads went to the disk: during
+// for its UUID when it is exported (read ahead here, see warmProbe), then
+// read what mkfs just wrote from the page cache. With direct I/O each of those reads went to the disk: during
 // a burst of claims that made mounts slower, and each export, which ganesha
 // makes one at a time, about twice as slow.
 func attachAndMount(ctx context.Context, image, mp string, kind storage.Kind, data string, lp loopDevice, found, fresh bool) (err error) {
@@ -200,6 +200,8 @@ func attachAndMount(ctx context.Context, image, mp string, kind storage.Kind, da
 	}
 	if !fresh {
 		useDirectIO(ctx, lp)
+	} else {
+		warmProbe(ctx, dev)
 	}
 	logger.V(4).Info("Mounted filesystem image", "image", image, "device", lp.Path(), "reused", found)
 	return nil
