@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func newTestManager(t *testing.T) (*ExportManager, *fakeBus, string) {
@@ -235,5 +236,119 @@ func TestManagerNeverAddsServedRemoteExportAgain(t *testing.T) {
 	}
 	if got := strings.Count(strings.Join(bus.calls, ","), "add 8"); got != 2 {
 		t.Errorf("AddExport called %d times for a local export, want 2 (no lookup first): %v", got, bus.calls)
+	}
+}
+
+// holdAdds makes every AddExport of bus wait until the returned release is
+// called; started receives the ID of each call that reached the bus.
+func holdAdds(bus *fakeBus) (started <-chan uint16, release func()) {
+	bus.hold = make(chan struct{})
+	bus.started = make(chan uint16, 16)
+	return bus.started, func() { close(bus.hold) }
+}
+
+// The AddExports of different exports are on the bus together: what the
+// lock serialised besides ganesha's work was each call's round trip.
+func TestManagerAddsOfDifferentExportsOverlap(t *testing.T) {
+	m, bus, dir := newTestManager(t)
+	ctx := context.Background()
+	started, release := holdAdds(bus)
+	errs := make(chan error, 2)
+	for _, id := range []uint16{5, 6} {
+		go func() { errs <- m.Add(ctx, Export{ID: id, Path: "/srv/" + string(rune('a'+id)), Pseudo: "/" + string(rune('a'+id))}) }()
+	}
+	// Both calls reach the bus before either is answered; with the lock
+	// held across the call, the second would not.
+	got := []uint16{<-started}
+	select {
+	case id := <-started:
+		got = append(got, id)
+	case <-time.After(10 * time.Second):
+		t.Errorf("only export %d reached the bus; the other Add waits for its answer", got[0])
+	}
+	release()
+	if len(got) == 1 {
+		got = append(got, <-started)
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []uint16{5, 6}) {
+		t.Errorf("calls on the bus: %v", got)
+	}
+	if files := dirFiles(t, filepath.Join(dir, "exports")); !slices.Equal(files, []string{"5.conf", "6.conf"}) {
+		t.Errorf("exports dir: %v", files)
+	}
+	inc, _ := os.ReadFile(filepath.Join(dir, "exports.conf"))
+	if strings.Count(string(inc), "%include") != 2 {
+		t.Errorf("exports.conf:\n%s", inc)
+	}
+}
+
+// notBefore fails the test if op returns within a while: it should wait
+// for the Add on the bus, which is not answered before the test says so.
+// (Passing proves nothing on a slow machine; failing proves the wait is
+// missing.)
+func notBefore(t *testing.T, done chan error, op string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		done <- err
+		t.Errorf("%s returned (%v) while the Add it should wait for was on the bus", op, err)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// A Remove waits for the Add of its export on the bus: else it would find
+// nothing to remove, succeed, and leave the export served.
+func TestManagerRemoveWaitsForAddOnTheBus(t *testing.T) {
+	m, bus, dir := newTestManager(t)
+	ctx := context.Background()
+	started, release := holdAdds(bus)
+	addErr := make(chan error, 1)
+	go func() { addErr <- m.Add(ctx, Export{ID: 5, Path: "/srv/a", Pseudo: "/a"}) }()
+	<-started // on the bus, not answered yet
+	removed := make(chan error, 1)
+	go func() { removed <- m.Remove(ctx, 5) }()
+	notBefore(t, removed, "Remove")
+	release()
+	if err := <-addErr; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-removed; err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := bus.active[5]; ok {
+		t.Errorf("export 5 is served after its Remove returned: %v", bus.calls)
+	}
+	if files := dirFiles(t, filepath.Join(dir, "exports")); len(files) != 0 {
+		t.Errorf("exports dir after Remove: %v", files)
+	}
+}
+
+// An Add of a pseudo path that an Add on the bus has waits for it, and is
+// then refused: else both would be served, one hiding the other.
+func TestManagerPseudoPathOfAddOnTheBusIsTaken(t *testing.T) {
+	m, bus, _ := newTestManager(t)
+	ctx := context.Background()
+	started, release := holdAdds(bus)
+	addErr := make(chan error, 1)
+	go func() { addErr <- m.Add(ctx, Export{ID: 5, Path: "/srv/a", Pseudo: "/a"}) }()
+	<-started
+	clash := make(chan error, 1)
+	go func() { clash <- m.Add(ctx, Export{ID: 6, Path: "/srv/b", Pseudo: "/a"}) }()
+	notBefore(t, clash, "Add of the same pseudo path")
+	release()
+	if err := <-addErr; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-clash; !errors.Is(err, ErrConflict) {
+		t.Errorf("Add of a pseudo path being added under another ID: %v, want ErrConflict", err)
+	}
+	if _, ok := bus.active[6]; ok {
+		t.Errorf("two exports serve pseudo path /a: %v", bus.calls)
 	}
 }

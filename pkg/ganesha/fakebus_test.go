@@ -16,11 +16,19 @@ type fakeBus struct {
 	active  map[uint16]string // id -> path
 	failAdd error             // returned by the next AddExport
 	calls   []string
+	// When hold is set, each AddExport sends its ID on started and waits
+	// for hold before it takes effect: a call ganesha has not answered yet.
+	hold    chan struct{}
+	started chan uint16
 }
 
 func newFakeBus() *fakeBus { return &fakeBus{active: map[uint16]string{}} }
 
 func (f *fakeBus) AddExport(_ context.Context, confFile string, id uint16) error {
+	if f.hold != nil {
+		f.started <- id
+		<-f.hold
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, fmt.Sprintf("add %d", id))
