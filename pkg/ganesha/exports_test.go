@@ -255,7 +255,9 @@ func TestManagerAddsOfDifferentExportsOverlap(t *testing.T) {
 	started, release := holdAdds(bus)
 	errs := make(chan error, 2)
 	for _, id := range []uint16{5, 6} {
-		go func() { errs <- m.Add(ctx, Export{ID: id, Path: "/srv/" + string(rune('a'+id)), Pseudo: "/" + string(rune('a'+id))}) }()
+		go func() {
+			errs <- m.Add(ctx, Export{ID: id, Path: "/srv/" + string(rune('a'+id)), Pseudo: "/" + string(rune('a'+id))})
+		}()
 	}
 	// Both calls reach the bus before either is answered; with the lock
 	// held across the call, the second would not.
