@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/sig-storage-lib-external-provisioner/v10/controller"
 
 	"github.com/nfs-provisioner/nfs-provisioner/internal/exepages"
+	"github.com/nfs-provisioner/nfs-provisioner/internal/idletrim"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/ganesha"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/health"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/storage"
@@ -205,6 +206,9 @@ func serve(ctx context.Context, o *options, t *term) error {
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, v1.EventSource{Component: "nfs-provisioner"})
 
+	// Memory a burst grew to is given back once the provisioner is idle.
+	trimmer := idletrim.New(idleTrimAfter, nil, func() { idletrim.GiveBack(ctx) })
+	go trimmer.Run(ctx)
 	prov, err := volume.New(volume.Options{
 		Identity:    identity,
 		Backends:    backends,
@@ -217,7 +221,7 @@ func serve(ctx context.Context, o *options, t *term) error {
 		IntentGrace: o.intentGrace,
 		Client:      client,
 		Recorder:    recorder,
-		Observer:    obs.metrics,
+		Observer:    touchingObserver{Observer: obs.metrics, touch: trimmer.Touch},
 	})
 	if err != nil {
 		return err
@@ -245,6 +249,8 @@ func serve(ctx context.Context, o *options, t *term) error {
 	} else {
 		logger.V(2).Info("Gave back the executable's start-up pages", "bytes", n)
 	}
+	// What start-up allocated is given back once it has been idle.
+	trimmer.Touch()
 	// Expansion runs beside provisioning, on the same caches; it is stopped
 	// before the NFS server, so no growth is cut short.
 	stopResizer, err := startResizer(ctx, client, informers.factory, prov, recorder, o.provisioner)
