@@ -51,7 +51,9 @@ func (t *Trimmer) Touch() {
 
 // Run trims after each idle spell until ctx ends. Nothing happens before
 // the first Touch, and one trim per spell: a program that stays idle is not
-// collected again and again.
+// collected again and again. (The provisioner's periodic reconciliation
+// pass, every minute by default, is work: it faults back the code it runs
+// and allocates a List of every PV, so each pass starts a spell.)
 func (t *Trimmer) Run(ctx context.Context) {
 	var timer clock.Timer
 	var fire <-chan time.Time

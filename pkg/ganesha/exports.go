@@ -285,11 +285,14 @@ func (m *ExportManager) addUnlocked(ctx context.Context, confFile string, e Expo
 	p := &pendingAdd{e: e, done: make(chan struct{})}
 	m.adding[e.ID] = p
 	m.mu.Unlock()
-	err := m.bus.AddExport(ctx, confFile, e.ID)
-	m.mu.Lock()
-	delete(m.adding, e.ID)
-	close(p.done)
-	return err
+	// Deferred, so that m.mu is held again, and the waiters let go, even
+	// if the call panics.
+	defer func() {
+		m.mu.Lock()
+		delete(m.adding, e.ID)
+		close(p.done)
+	}()
+	return m.bus.AddExport(ctx, confFile, e.ID)
 }
 
 // waitTurnLocked returns, with m.mu held as on entry, once no Add on the

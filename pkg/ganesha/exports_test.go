@@ -354,3 +354,27 @@ func TestManagerPseudoPathOfAddOnTheBusIsTaken(t *testing.T) {
 		t.Errorf("two exports serve pseudo path /a: %v", bus.calls)
 	}
 }
+
+// An Update waits for the Add of its export on the bus: else it would find
+// no file for it and refuse (ErrUnsupported) an export about to be served.
+func TestManagerUpdateWaitsForAddOnTheBus(t *testing.T) {
+	m, bus, _ := newTestManager(t)
+	ctx := context.Background()
+	started, release := holdAdds(bus)
+	a := Export{ID: 5, Path: "/srv/a", Pseudo: "/a"}
+	addErr := make(chan error, 1)
+	go func() { addErr <- m.Add(ctx, a) }()
+	<-started
+	ro := a
+	ro.Access = AccessRO
+	updated := make(chan error, 1)
+	go func() { updated <- m.Update(ctx, ro) }()
+	notBefore(t, updated, "Update")
+	release()
+	if err := <-addErr; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-updated; err != nil {
+		t.Errorf("Update of an export whose Add was on the bus: %v", err)
+	}
+}
