@@ -247,6 +247,16 @@ func holdAdds(bus *fakeBus) (started <-chan uint16, release func()) {
 	return bus.started, func() { close(bus.hold) }
 }
 
+// addOnTheBus starts m.Add(e) and returns once its AddExport is on the bus,
+// not answered until release is called; its result comes on addErr.
+func addOnTheBus(ctx context.Context, m *ExportManager, bus *fakeBus, e Export) (release func(), addErr <-chan error) {
+	started, release := holdAdds(bus)
+	errs := make(chan error, 1)
+	go func() { errs <- m.Add(ctx, e) }()
+	<-started
+	return release, errs
+}
+
 // The AddExports of different exports are on the bus together: what the
 // lock serialised besides ganesha's work was each call's round trip.
 func TestManagerAddsOfDifferentExportsOverlap(t *testing.T) {
@@ -309,10 +319,7 @@ func notBefore(t *testing.T, done chan error, op string) {
 func TestManagerRemoveWaitsForAddOnTheBus(t *testing.T) {
 	m, bus, dir := newTestManager(t)
 	ctx := context.Background()
-	started, release := holdAdds(bus)
-	addErr := make(chan error, 1)
-	go func() { addErr <- m.Add(ctx, Export{ID: 5, Path: "/srv/a", Pseudo: "/a"}) }()
-	<-started // on the bus, not answered yet
+	release, addErr := addOnTheBus(ctx, m, bus, Export{ID: 5, Path: "/srv/a", Pseudo: "/a"})
 	removed := make(chan error, 1)
 	go func() { removed <- m.Remove(ctx, 5) }()
 	notBefore(t, removed, "Remove")
@@ -336,10 +343,7 @@ func TestManagerRemoveWaitsForAddOnTheBus(t *testing.T) {
 func TestManagerPseudoPathOfAddOnTheBusIsTaken(t *testing.T) {
 	m, bus, _ := newTestManager(t)
 	ctx := context.Background()
-	started, release := holdAdds(bus)
-	addErr := make(chan error, 1)
-	go func() { addErr <- m.Add(ctx, Export{ID: 5, Path: "/srv/a", Pseudo: "/a"}) }()
-	<-started
+	release, addErr := addOnTheBus(ctx, m, bus, Export{ID: 5, Path: "/srv/a", Pseudo: "/a"})
 	clash := make(chan error, 1)
 	go func() { clash <- m.Add(ctx, Export{ID: 6, Path: "/srv/b", Pseudo: "/a"}) }()
 	notBefore(t, clash, "Add of the same pseudo path")
@@ -360,11 +364,8 @@ func TestManagerPseudoPathOfAddOnTheBusIsTaken(t *testing.T) {
 func TestManagerUpdateWaitsForAddOnTheBus(t *testing.T) {
 	m, bus, _ := newTestManager(t)
 	ctx := context.Background()
-	started, release := holdAdds(bus)
 	a := Export{ID: 5, Path: "/srv/a", Pseudo: "/a"}
-	addErr := make(chan error, 1)
-	go func() { addErr <- m.Add(ctx, a) }()
-	<-started
+	release, addErr := addOnTheBus(ctx, m, bus, a)
 	ro := a
 	ro.Access = AccessRO
 	updated := make(chan error, 1)
