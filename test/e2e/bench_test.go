@@ -3,11 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -34,8 +31,9 @@ func BenchmarkBurst1000(b *testing.B) { benchmarkBurst(b, 1000) }
 // Bound, the per-claim latency from create to Bound (p50, p99), the
 // provisioner's memory once they are (RSS, split into anonymous memory and
 // the mapped executable, and its peak), its CPU time during the burst,
-// ganesha's RSS, and the provisioner's RSS once it has been idle. Then it measures the control plane's floor for n claims
-// (bindFloor) and reports the burst against it. The floor comes after the
+// ganesha's RSS, and the provisioner's RSS once it has been idle. Then it
+// measures the control plane's floor for n claims (bindFloor) and reports
+// the burst against it. The floor comes after the
 // memory is read, so that the provisioner's caches hold the burst's objects
 // only.
 func benchmarkBurst(b *testing.B, n int) {
@@ -335,34 +333,6 @@ func percentile(d []time.Duration, p int) time.Duration {
 func goMemstats(b *testing.B, p *testProvisioner) map[string]float64 {
 	b.Helper()
 	return metricSamples(b, p, "go_memstats_")
-}
-
-// metricSamples reads the provisioner's /metrics: every sample whose name
-// starts with prefix, keyed by the rest of the name with its labels.
-func metricSamples(b *testing.B, p *testProvisioner, prefix string) map[string]float64 {
-	b.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", p.httpPort))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		b.Fatal(err)
-	}
-	out := map[string]float64{}
-	for line := range strings.SplitSeq(string(body), "\n") {
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if rest, ok := strings.CutPrefix(line[:i], prefix); ok {
-			if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-				out[rest] = v
-			}
-		}
-	}
-	return out
 }
 
 // meanSeconds is the mean of the histogram samples (name_sum, name_count)

@@ -3,8 +3,11 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -267,4 +270,32 @@ func warningEvent(t testing.TB, c *framework.Cluster, ns, claimName, want string
 		return false, nil
 	})
 	return msg
+}
+
+// metricSamples reads the provisioner's /metrics: every sample whose name
+// starts with prefix, keyed by the rest of the name with its labels.
+func metricSamples(t testing.TB, p *testProvisioner, prefix string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", p.httpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(line[:i], prefix); ok {
+			if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+				out[rest] = v
+			}
+		}
+	}
+	return out
 }

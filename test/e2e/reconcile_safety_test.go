@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"bufio"
-	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +10,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/nfs-provisioner/nfs-provisioner/pkg/metrics"
 	"github.com/nfs-provisioner/nfs-provisioner/pkg/volume"
 	"github.com/nfs-provisioner/nfs-provisioner/test/framework"
 )
@@ -67,28 +64,15 @@ func TestRetainedVolumeSurvivesRestart(t *testing.T) {
 	}
 }
 
-// leftoverMetric is the value of the first sample on /metrics whose name
-// mentions leftovers, or -1 if there is none.
+// leftoverMetric is the value of the reconciliation's leftovers gauge on
+// /metrics, or -1 if it is not served.
 func leftoverMetric(t testing.TB, p *testProvisioner) float64 {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", p.httpPort))
-	if err != nil {
-		t.Fatalf("GET /metrics: %v", err)
+	v, ok := metricSamples(t, p, metrics.ReconcileReported)[`{finding="leftovers"}`]
+	if !ok {
+		return -1
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") || !strings.Contains(strings.ToLower(line), "leftover") {
-			continue
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			return v
-		}
-	}
-	return -1
+	return v
 }
 
 // TestUnreadableAnnotationKeepsVolumeServed: a live PV whose on-delete
