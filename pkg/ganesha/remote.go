@@ -12,8 +12,8 @@ import (
 // wait for the cluster, and every local export's NFS service with it), so
 // after every start of ganesha, and after an Add that failed, they are
 // added over D-Bus at once and then every interval, once clusterServes
-// says the cluster can serve them. Adding an export of a cluster that cannot would hold
-// ganesha's D-Bus thread, and every other export change, for libcephfs's
+// says the cluster can serve them. Adding an export of a cluster that
+// cannot would hold ganesha's D-Bus thread, and every other export change, for libcephfs's
 // mount timeout. Like ganesha's own start, this needs no API server;
 // reconciliation does the same for the volumes the PVs name, and Add is
 // idempotent.

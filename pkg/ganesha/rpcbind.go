@@ -25,8 +25,9 @@ import (
 // simply reuses it.
 
 const (
-	portmapperAddr   = "127.0.0.1:111"
-	rpcbindSocket    = "/run/rpcbind.sock"
+	portmapperAddr = "127.0.0.1:111"
+	// RpcbindSocket is the portmapper's local socket, machine-global.
+	RpcbindSocket    = "/run/rpcbind.sock"
 	rpcbindStartWait = 5 * time.Second
 )
 
@@ -59,8 +60,8 @@ func (r *rpcbindManager) ensure(ctx context.Context) error {
 	}
 	// Nobody answers, so the socket file is a leftover; a new rpcbind
 	// could not bind it.
-	if err := os.Remove(rpcbindSocket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("rpcbind: remove stale %s: %w", rpcbindSocket, err)
+	if err := os.Remove(RpcbindSocket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("rpcbind: remove stale %s: %w", RpcbindSocket, err)
 	}
 	spec := childSpec{
 		name: "rpcbind", stateDir: r.stateDir, pidFile: r.pidFile, logFile: r.logFile, detach: r.detach,
@@ -111,12 +112,9 @@ func (r *rpcbindManager) ensure(ctx context.Context) error {
 // the exec. -h 127.0.0.2: "-h 127.0.0.1" (or any address rpcbind adds
 // itself) aborts rpcbind 1.2.6 with a double free; -h only restricts UDP.
 func LoopbackRpcbindArgs(rpcbind string, opts ...string) []string {
-	args := append([]string{"-l", portmapperAddr, "-l", "[::1]:111", "-l", rpcbindSocket}, opts...)
+	args := append([]string{"-l", portmapperAddr, "-l", "[::1]:111", "-l", RpcbindSocket}, opts...)
 	return append(args, rpcbind, "-f", "-h", "127.0.0.2")
 }
-
-// RpcbindSocket is the portmapper's local socket, machine-global.
-const RpcbindSocket = rpcbindSocket
 
 // stop stops the rpcbind we started, if any.
 func (r *rpcbindManager) stop(ctx context.Context) {
@@ -128,7 +126,7 @@ func (r *rpcbindManager) stop(ctx context.Context) {
 	r.owned = nil
 	// The listening socket file outlives the process under socket activation.
 	if !PortmapperAnswers(ctx) {
-		os.Remove(rpcbindSocket)
+		os.Remove(RpcbindSocket)
 	}
 }
 

@@ -153,9 +153,10 @@ func mountImage(ctx context.Context, image, mp string, kind storage.Kind, data s
 // A fresh image's device stays on buffered I/O until its next Open: its
 // first readers, the mount and the NFS server's probe of the new filesystem
 // for its UUID when it is exported (read ahead here, see warmProbe), then
-// read what mkfs just wrote from the page cache. With direct I/O each of those reads went to the disk: during
-// a burst of claims that made mounts slower, and each export, which ganesha
-// makes one at a time, about twice as slow.
+// read what mkfs just wrote from the page cache. With direct I/O each of
+// those reads went to the disk: during a burst of claims that made mounts
+// slower, and each export, which ganesha makes one at a time, about twice
+// as slow.
 func attachAndMount(ctx context.Context, image, mp string, kind storage.Kind, data string, lp loopDevice, found, fresh bool) (err error) {
 	logger := klog.FromContext(ctx)
 	defer func() {
