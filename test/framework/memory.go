@@ -5,7 +5,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Memory is a process's memory as /proc/PID/status reports it, in bytes.
@@ -64,32 +63,4 @@ func ChildNamed(pid int, comm string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("pid %d has no child named %q", pid, comm)
-}
-
-// CPUOf is the CPU time process pid has used (user and system), from
-// /proc/PID/stat.
-func CPUOf(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("cpu of pid %d: %w", pid, err)
-	}
-	// The command name (field 2) may hold spaces; the fields after it do not.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, fmt.Errorf("cpu of pid %d: unexpected stat %q", pid, b)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("cpu of pid %d: unexpected stat %q", pid, b)
-	}
-	var ticks int64
-	for _, s := range f[11:13] { // utime and stime, fields 14 and 15
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("cpu of pid %d: %w", pid, err)
-		}
-		ticks += n
-	}
-	// USER_HZ is 100 on every Linux architecture Go supports.
-	return time.Duration(ticks) * (time.Second / 100), nil
 }

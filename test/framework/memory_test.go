@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"testing"
-	"time"
 )
 
 func TestMemoryOfSelf(t *testing.T) {
@@ -14,12 +13,6 @@ func TestMemoryOfSelf(t *testing.T) {
 	}
 	if m.RSS <= 0 || m.Anon <= 0 || m.File <= 0 || m.PeakRSS < m.RSS || m.Anon+m.File > m.RSS {
 		t.Fatalf("implausible memory of this test: %+v", m)
-	}
-	busy := time.Now()
-	for time.Since(busy) < 50*time.Millisecond {
-	}
-	if cpu, err := CPUOf(os.Getpid()); err != nil || cpu < 10*time.Millisecond {
-		t.Fatalf("CPU time of this test after 50 ms of work: %v, %v", cpu, err)
 	}
 	if _, err := MemoryOf(-1); err == nil {
 		t.Fatal("MemoryOf(-1) succeeded")

@@ -1,0 +1,108 @@
+package framework
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// CPUOf is the CPU time process pid has used (user and system), from
+// /proc/PID/stat.
+func CPUOf(pid int) (time.Duration, error) {
+	f, err := statFields(pid)
+	if err != nil {
+		return 0, err
+	}
+	return ticksOf(pid, f[11:13]) // utime and stime, fields 14 and 15
+}
+
+// TreeCPUOf is the CPU time of pid and its live descendants, each with the
+// children it has reaped (cutime and cstime): a provisioner's, its
+// ganesha's, and that of every mkfs either waited for.
+func TreeCPUOf(pid int) (time.Duration, error) {
+	tree, err := ProcessTree(pid)
+	if err != nil {
+		return 0, err
+	}
+	var sum time.Duration
+	for _, p := range tree {
+		f, err := statFields(p)
+		if err != nil {
+			continue // ended meanwhile
+		}
+		d, err := ticksOf(p, f[11:15]) // utime, stime, cutime, cstime
+		if err != nil {
+			return 0, err
+		}
+		sum += d
+	}
+	return sum, nil
+}
+
+// statFields are the fields of /proc/PID/stat after the command name
+// (field 3 onwards), which may hold spaces; the fields after it do not.
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, fmt.Errorf("cpu of pid %d: %w", pid, err)
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return nil, fmt.Errorf("cpu of pid %d: unexpected stat %q", pid, b)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 15 {
+		return nil, fmt.Errorf("cpu of pid %d: unexpected stat %q", pid, b)
+	}
+	return f, nil
+}
+
+// ticksOf sums clock ticks; USER_HZ is 100 on every Linux architecture Go
+// supports.
+func ticksOf(pid int, fields []string) (time.Duration, error) {
+	var ticks int64
+	for _, s := range fields {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("cpu of pid %d: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * (time.Second / 100), nil
+}
+
+// MachineCPU is the CPU time all CPUs of this machine have spent busy since
+// boot (every state of /proc/stat's cpu line but idle and iowait): with the
+// processes' own times, what is left is the kernel's threads (loop devices,
+// XFS workers) and everything else on the machine.
+func MachineCPU() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("machine cpu: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, fmt.Errorf("machine cpu: unexpected first line %q", line)
+	}
+	// user nice system idle iowait irq softirq steal (guest times are
+	// within user and nice already).
+	busy := append(append([]string{}, f[1:4]...), f[6:min(len(f), 9)]...)
+	return ticksOf(0, busy)
+}
+
+// CPU is the CPU time the control plane's processes (etcd, kube-apiserver,
+// kube-controller-manager) have used so far.
+func (c *Cluster) CPU() (time.Duration, error) {
+	var sum time.Duration
+	for _, p := range []*Process{c.etcd, c.apiserver, c.kcm} {
+		d, err := CPUOf(p.PID())
+		if err != nil {
+			return 0, err
+		}
+		sum += d
+	}
+	return sum, nil
+}
