@@ -25,7 +25,9 @@ func TestTreeCPUOfCountsChildren(t *testing.T) {
 	// A shell that runs a busy child until the kernel stops it at one
 	// second of CPU (RLIMIT_CPU), then waits: the child has been reaped, the
 	// shell itself has done almost nothing.
-	cmd := exec.Command("sh", "-c", `sh -c 'ulimit -t 1; while :; do :; done'; sleep 30`)
+	// The ":" keeps sleep a child: bash runs a -c string's last command in
+	// its own place.
+	cmd := exec.Command("sh", "-c", `sh -c 'ulimit -t 1; while :; do :; done'; sleep 30; :`)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -48,19 +50,28 @@ func TestTreeCPUOfCountsChildren(t *testing.T) {
 }
 
 func TestMachineCPUCountsBusyTime(t *testing.T) {
-	before, err := MachineCPU()
+	before, cpus, err := MachineCPU()
 	if err != nil {
 		t.Fatal(err)
 	}
-	self0, _ := CPUOf(os.Getpid())
+	if cpus < 1 {
+		t.Fatalf("MachineCPU counted %d CPUs", cpus)
+	}
+	self0, err := CPUOf(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
 	busy := time.Now()
 	for time.Since(busy) < 200*time.Millisecond {
 	}
-	after, err := MachineCPU()
+	after, _, err := MachineCPU()
 	if err != nil {
 		t.Fatal(err)
 	}
-	self1, _ := CPUOf(os.Getpid())
+	self1, err := CPUOf(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Both are sampled at the clock tick: allow a few ticks either way.
 	if got, want := after-before, self1-self0; got < want-50*time.Millisecond {
 		t.Fatalf("the machine was busy %v while this process alone used %v", got, want)
