@@ -273,9 +273,9 @@ type cpuUse struct {
 	// test is this benchmark's own: creating claims, watching.
 	test time.Duration
 	// machine is all CPUs' busy time: the above, the kernel's threads
-	// (loop devices, filesystems' workers) and anything else. The
-	// processes' times and the machine's are kept by different clocks, so
-	// the difference is good to about a second per ten, no better.
+	// (loop devices, filesystems' workers) and anything else. It and the
+	// processes' times are kept by different clocks, so the parts do not
+	// add up to it exactly (within about a second per ten).
 	machine time.Duration
 	// cpus is how many CPUs the machine has online.
 	cpus int
