@@ -47,24 +47,6 @@ func TreeCPUOf(pid int) (time.Duration, error) {
 	return sum, nil
 }
 
-// statFields are the fields of /proc/PID/stat after the command name
-// (field 3 onwards), which may hold spaces; the fields after it do not.
-func statFields(pid int) ([]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, fmt.Errorf("cpu of pid %d: %w", pid, err)
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return nil, fmt.Errorf("cpu of pid %d: unexpected stat %q", pid, b)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 15 {
-		return nil, fmt.Errorf("cpu of pid %d: unexpected stat %q", pid, b)
-	}
-	return f, nil
-}
-
 // ticksOf sums clock ticks, read for what; USER_HZ is 100 on every Linux
 // architecture Go supports.
 func ticksOf(what string, fields []string) (time.Duration, error) {

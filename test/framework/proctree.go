@@ -21,19 +21,9 @@ func ProcessTree(pid int) ([]int, error) {
 		if err != nil {
 			continue
 		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		f, err := statFields(p)
 		if err != nil {
 			continue // gone meanwhile
-		}
-		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
-		s := string(data)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 2 {
-			continue
 		}
 		ppid, err := strconv.Atoi(f[1])
 		if err != nil {
@@ -49,6 +39,25 @@ func ProcessTree(pid int) ([]int, error) {
 		tree = append(tree, children[tree[i]]...)
 	}
 	return tree, nil
+}
+
+// statFields are the fields of /proc/PID/stat after the command name,
+// from field 3 (state) on: the name may hold spaces and parentheses, the
+// fields after it do not.
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, fmt.Errorf("stat of pid %d: %w", pid, err)
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return nil, fmt.Errorf("stat of pid %d: unexpected %q", pid, b)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 15 {
+		return nil, fmt.Errorf("stat of pid %d: unexpected %q", pid, b)
+	}
+	return f, nil
 }
 
 // SignalTree sends sig to pid and every descendant, by PID: the whole of
